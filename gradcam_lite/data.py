@@ -1,0 +1,135 @@
+"""The photos the course ships, their object boxes, and the checksum manifest of ``data/``.
+
+Every photo in ``data/images/`` is a byte-for-byte copy of a sample image that scikit-image or
+matplotlib ships (public domain or CC0; ``data/SOURCES.md`` names each origin and licence), plus
+``cat_espresso``, composed here from two of them so that one image holds two ImageNet classes at
+known places. Boxes are ``(x0, y0, x1, y1)`` in pixels of the image they belong to, ``x1`` and
+``y1`` exclusive.
+
+``python -m gradcam_lite.data`` rebuilds the copies, the composite and ``data/SHA256SUMS``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+IMAGES_DIR = DATA_DIR / "images"
+MANIFEST = DATA_DIR / "SHA256SUMS"
+
+Box = tuple[int, int, int, int]
+
+# name -> (package holding the original, path inside that package)
+PACKAGE_PHOTOS = {
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+
+# cat_espresso: a 600 x 600 canvas, each photo cropped to a square around its object, scaled to
+# TILE x TILE and placed side by side in the middle band; the rest is the ImageNet mean colour,
+# which preprocessing maps to zero. Letterboxing keeps both objects undistorted by the final resize.
+TILE = 300
+CANVAS = (2 * TILE, 2 * TILE)
+PAD_COLOUR = (124, 116, 104)
+CHELSEA_CROP: Box = (30, 0, 330, 300)  # the cat's head fills this square
+COFFEE_CROP: Box = (80, 0, 480, 400)  # cup and saucer
+COFFEE_OBJECT: Box = (75, 15, 480, 390)  # cup and saucer in coffee.png
+
+
+def _image_path(name: str) -> Path:
+    paths = {p.stem: p for p in sorted(IMAGES_DIR.glob("*")) if p.suffix in {".png", ".jpg"}}
+    if name not in paths:
+        near = difflib.get_close_matches(name, paths, n=3, cutoff=0.4)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise KeyError(f"no image named {name!r}{hint}; valid names: {sorted(paths)}")
+    return paths[name]
+
+
+def image_names() -> list[str]:
+    """Names accepted by :func:`load_image`."""
+    return sorted(p.stem for p in IMAGES_DIR.glob("*") if p.suffix in {".png", ".jpg"})
+
+
+def load_image(name: str) -> Image.Image:
+    """The photo ``name`` (see :func:`image_names`) as an RGB PIL image."""
+    with Image.open(_image_path(name)) as image:
+        return image.convert("RGB")
+
+
+def load_boxes(name: str) -> dict[str, Box]:
+    """Object boxes recorded beside image ``name``: ImageNet class name -> (x0, y0, x1, y1)."""
+    path = _image_path(name).with_suffix(".json")
+    if not path.exists():
+        with_boxes = sorted(p.stem for p in IMAGES_DIR.glob("*.json"))
+        raise KeyError(f"image {name!r} has no recorded boxes; images with boxes: {with_boxes}")
+    return {label: tuple(box) for label, box in json.loads(path.read_text())["boxes"].items()}
+
+
+def make_cat_espresso(chelsea: Image.Image, coffee: Image.Image) -> tuple[Image.Image, dict[str, Box]]:
+    """Compose chelsea (left) and coffee (right) into one image and return it with its object boxes."""
+    canvas = Image.new("RGB", CANVAS, PAD_COLOUR)
+    top = (CANVAS[1] - TILE) // 2
+    for column, (photo, crop) in enumerate([(chelsea, CHELSEA_CROP), (coffee, COFFEE_CROP)]):
+        tile = photo.crop(crop).resize((TILE, TILE), Image.Resampling.BICUBIC)
+        canvas.paste(tile, (column * TILE, top))
+
+    scale = TILE / (COFFEE_CROP[2] - COFFEE_CROP[0])
+    x0, y0, x1, y1 = (round(max(v - o, 0) * scale) for v, o in zip(COFFEE_OBJECT, COFFEE_CROP[:2] * 2))
+    boxes = {"Egyptian cat": (0, top, TILE, top + TILE), "espresso": (TILE + x0, top + y0, TILE + x1, top + y1)}
+    return canvas, boxes
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest_files() -> list[Path]:
+    """Every file under ``data/`` but the manifest itself."""
+    return sorted(p for p in DATA_DIR.rglob("*") if p.is_file() and p != MANIFEST)
+
+
+def write_manifest() -> None:
+    lines = [f"{sha256(p)}  {p.relative_to(DATA_DIR).as_posix()}" for p in manifest_files()]
+    MANIFEST.write_text("\n".join(lines) + "\n")
+
+
+def verify_manifest() -> list[str]:
+    """Problems found: files whose checksum differs, files missing, files not in the manifest."""
+    listed = dict(reversed(line.split("  ", 1)) for line in MANIFEST.read_text().splitlines() if line)
+    present = {p.relative_to(DATA_DIR).as_posix(): p for p in manifest_files()}
+    problems = [f"not in manifest: {name}" for name in sorted(set(present) - set(listed))]
+    problems += [f"missing: {name}" for name in sorted(set(listed) - set(present))]
+    problems += [f"checksum differs: {n}" for n in sorted(set(listed) & set(present)) if sha256(present[n]) != listed[n]]
+    return problems
+
+
+def package_original(name: str) -> Path:
+    """Where the original of a copied photo lies inside its installed package."""
+    package, relative = PACKAGE_PHOTOS[name]
+    module = __import__(package)
+    return Path(module.__file__).parent / relative
+
+
+def rebuild() -> None:
+    """Copy the photos from their packages, compose cat_espresso, rewrite the manifest."""
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    for name in PACKAGE_PHOTOS:
+        original = package_original(name)
+        shutil.copyfile(original, IMAGES_DIR / f"{name}{original.suffix}")
+    image, boxes = make_cat_espresso(load_image("chelsea"), load_image("coffee"))
+    image.save(IMAGES_DIR / "cat_espresso.png")
+    (IMAGES_DIR / "cat_espresso.json").write_text(json.dumps({"boxes": boxes}, indent=2) + "\n")
+    write_manifest()
+
+
+if __name__ == "__main__":
+    rebuild()

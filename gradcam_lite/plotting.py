@@ -1,0 +1,92 @@
+"""Pictures of maps: a heat map over a photo, and grids of them.
+
+The overlay is :math:`(1 - a) \\cdot \\text{image} + a \\cdot \\text{colormap}(L)`, with the map
+resized bilinearly to the photo's size so it can be shown over the full-resolution original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+from .maps import upsample
+
+ImageLike = Image.Image | np.ndarray | Tensor
+
+
+def image_array(image: ImageLike) -> np.ndarray:
+    """An (H, W, 3) float array in [0, 1] from a PIL image, an (H, W, 3) array or a (3, H, W) tensor in [0, 1]."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if isinstance(image, Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"an image tensor must be (3, H, W) in [0, 1], got shape {tuple(image.shape)}")
+        return image.detach().cpu().permute(1, 2, 0).numpy().astype(np.float32)
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"an image array must be (H, W, 3), got shape {array.shape}")
+    return array / 255.0 if array.max() > 1.0 else array
+
+
+def overlay(image: ImageLike, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a map (H', W') in [0, 1] over ``image``: an (H, W, 3) array in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if saliency.dim() != 2:
+        raise ValueError(f"overlay takes one (H, W) map, got shape {tuple(saliency.shape)}")
+    photo = image_array(image)
+    resized = upsample(saliency.detach().float().cpu(), photo.shape[:2]).clamp(0, 1).numpy()
+    heat = colormaps[cmap](resized)[..., :3]
+    return (1 - alpha) * photo + alpha * heat
+
+
+def show_overlay(ax: Axes, image: ImageLike, saliency: Tensor, title: str = "", alpha: float = 0.5, cmap: str = "jet") -> Axes:
+    """Draw :func:`overlay` on ``ax`` without ticks."""
+    ax.imshow(overlay(image, saliency, alpha, cmap))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    return ax
+
+
+def show_box(ax: Axes, box: tuple[int, int, int, int], colour: str = "white", label: str = "") -> None:
+    """Outline a box (x0, y0, x1, y1) given in the displayed image's pixels."""
+    x0, y0, x1, y1 = box
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2))
+    if label:
+        ax.text(x0 + 4, y0 + 4, label, color=colour, fontsize=9, va="top")
+
+
+def plot_maps(
+    images: ImageLike | Sequence[ImageLike],
+    maps: Tensor | Sequence[Tensor],
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    panel_size: float = 3.0,
+) -> Figure:
+    """A grid of overlays: one image for all maps, or one image per map."""
+    map_list = list(maps) if not isinstance(maps, Tensor) or maps.dim() == 3 else [maps]
+    image_list = list(images) if isinstance(images, Sequence) else [images] * len(map_list)
+    if len(image_list) != len(map_list):
+        raise ValueError(f"got {len(image_list)} images for {len(map_list)} maps; give one image, or one per map")
+    if titles is not None and len(titles) != len(map_list):
+        raise ValueError(f"got {len(titles)} titles for {len(map_list)} maps")
+    ncols = min(ncols, len(map_list))
+    nrows = -(-len(map_list) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index < len(map_list):
+            show_overlay(ax, image_list[index], map_list[index], titles[index] if titles else "", alpha, cmap)
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+

@@ -1,0 +1,84 @@
+r"""What an explanation explains: turning a ``target`` into one scalar score per image and map.
+
+Grad-CAM explains a scalar :math:`y` (a class logit :math:`y^c`, a word's score, an answer's
+score). Accepted forms of ``target`` for a batch of :math:`B` images:
+
+- an ``int`` :math:`c`: the same class for every image, scores :math:`y_b = f(x_b)_c`;
+- a sequence (or 1-D tensor) of :math:`B` ints: one class per image;
+- a 2-D (B, K) tensor or nested list: :math:`K` classes per image, giving :math:`K` maps per image
+  from one forward pass;
+- a callable ``f(model_output) -> Tensor[B]``: any differentiable scalar per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Target = int | Sequence[int] | Sequence[Sequence[int]] | Tensor | Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ClassTargets:
+    """Class indices (B, K) and whether the caller asked for K maps per image (else K == 1)."""
+
+    indices: Tensor
+    per_image_k: bool
+
+
+def parse_class_targets(target: Target, batch_size: int) -> ClassTargets:
+    """Validate an index-style ``target`` (not a callable) against the batch size."""
+    if isinstance(target, bool) or (isinstance(target, Tensor) and target.dtype == torch.bool):
+        raise TypeError("target must be class indices (int), not a bool")
+    if isinstance(target, int):
+        return ClassTargets(torch.full((batch_size, 1), target, dtype=torch.long), per_image_k=False)
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex():
+            raise TypeError(f"a target tensor must hold integer class indices, got dtype {target.dtype}")
+        indices = target.detach().to("cpu", torch.long)
+    elif isinstance(target, Sequence) and not isinstance(target, str):
+        try:
+            indices = torch.tensor(target, dtype=torch.long)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"target must be an int, B ints, or a (B, K) nested list of ints; got {target!r}") from error
+    else:
+        raise TypeError(f"target must be an int, a sequence of ints, a (B, K) tensor or a callable, got {type(target).__name__}")
+
+    if indices.dim() == 0:
+        return ClassTargets(indices.reshape(1, 1).expand(batch_size, 1), per_image_k=False)
+    if indices.dim() > 2:
+        raise ValueError(f"target has {indices.dim()} dimensions; use an int, B ints, or a (B, K) table")
+    if indices.shape[0] != batch_size:
+        raise ValueError(f"target lists {indices.shape[0]} entries but the batch holds {batch_size} images")
+    if indices.dim() == 2 and indices.shape[1] == 0:
+        raise ValueError("target table has zero columns (K = 0): ask for at least one class per image")
+    return ClassTargets(indices.reshape(batch_size, -1), per_image_k=indices.dim() == 2)
+
+
+def check_range(indices: Tensor, num_classes: int) -> None:
+    bad = indices[(indices < 0) | (indices >= num_classes)]
+    if bad.numel():
+        raise IndexError(f"target class {int(bad[0])} is out of range: the output has {num_classes} classes (0 to {num_classes - 1})")
+
+
+def class_scores(output: Tensor, targets: ClassTargets) -> Tensor:
+    """Scores (B, K) picked from a (B, num_classes) output."""
+    if output.dim() != 2:
+        raise ValueError(
+            f"class-index targets need a (B, num_classes) output, the model returned shape {tuple(output.shape)}; "
+            "pass a callable target instead"
+        )
+    check_range(targets.indices, output.shape[1])
+    return output.gather(1, targets.indices.to(output.device))
+
+
+def callable_scores(target: Callable[[Tensor], Tensor], output: Tensor, batch_size: int) -> Tensor:
+    """Scores (B, 1) from a callable target, checked to be one differentiable scalar per image."""
+    scores = target(output)
+    if not isinstance(scores, Tensor) or scores.shape != (batch_size,):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(f"a callable target must return a tensor of shape ({batch_size},), one score per image; got {shape}")
+    return scores[:, None]

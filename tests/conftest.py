@@ -1,0 +1,37 @@
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+from gradcam_lite import data, models
+
+matplotlib.use("Agg")  # the test process only; notebooks keep their inline backend
+
+
+class GapNet(nn.Module):
+    """conv-ReLU-conv-ReLU, global average pooling, linear: the architecture CAM was made for."""
+
+    def __init__(self, inplace: bool = False, classes: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace), nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(inplace))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def make_gapnet(inplace: bool = False, seed: int = 0) -> GapNet:
+    torch.manual_seed(seed)
+    return GapNet(inplace).double().eval()
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    return models.efficientnet_lite0()
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """chelsea, coffee and cat_espresso as one preprocessed batch (3, 3, 224, 224)."""
+    return models.preprocess([data.load_image(n) for n in ("chelsea", "coffee", "cat_espresso")])

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+from matplotlib import colormaps
+
+from gradcam_lite.metrics import box_mask, box_share
+from gradcam_lite.plotting import overlay, plot_maps
+
+
+def test_uniform_map_share_is_box_area_fraction():
+    share = box_share(torch.ones(224, 224), (0, 150, 300, 450), image_size=(600, 600))
+    assert share == pytest.approx(300 * 300 / 600**2, abs=0.01)
+
+
+def test_map_inside_box_has_share_one_and_outside_zero():
+    saliency = torch.zeros(10, 20)
+    saliency[2:5, 4:8] = 1.0
+    assert box_share(saliency, (8, 4, 16, 10), image_size=(20, 40)) == 1.0
+    assert box_share(saliency, (20, 0, 40, 20), image_size=(20, 40)) == 0.0
+
+
+def test_box_mask_scales_box_to_map():
+    mask = box_mask((0, 0, 50, 100), image_size=(100, 100), map_size=(4, 4))
+    assert mask.tolist() == [[True, True, False, False]] * 4
+
+
+def test_box_share_errors():
+    with pytest.raises(ValueError, match="all zero"):
+        box_share(torch.zeros(4, 4), (0, 0, 2, 2), (4, 4))
+    with pytest.raises(ValueError, match="non-negative"):
+        box_share(-torch.ones(4, 4), (0, 0, 2, 2), (4, 4))
+    with pytest.raises(ValueError, match="inside an image"):
+        box_share(torch.ones(4, 4), (0, 0, 5, 2), (4, 4))
+
+
+def test_overlay_blends_image_and_colormap():
+    image = np.full((8, 6, 3), 0.25)
+    saliency = torch.linspace(0, 1, 8 * 6).reshape(8, 6)
+    np.testing.assert_allclose(overlay(image, saliency, alpha=0.0), image)
+    heat = colormaps["jet"](saliency.numpy())[..., :3]
+    np.testing.assert_allclose(overlay(image, saliency, alpha=1.0), heat, atol=1e-6)
+    np.testing.assert_allclose(overlay(image, saliency, alpha=0.5), 0.5 * image + 0.5 * heat, atol=1e-6)
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(image, saliency, alpha=2)
+
+
+def test_plot_maps_grid():
+    image = np.zeros((16, 16, 3))
+    fig = plot_maps(image, torch.rand(5, 4, 4), titles=list("abcde"), ncols=3)
+    axes = fig.get_axes()
+    assert len(axes) == 6 and [a.get_title() for a in axes[:5]] == list("abcde") and not axes[5].images
+    with pytest.raises(ValueError, match="2 images for 5 maps"):
+        plot_maps([image, image], torch.rand(5, 4, 4))
