@@ -45,8 +45,12 @@ COFFEE_CROP: Box = (80, 0, 480, 400)  # cup and saucer
 COFFEE_OBJECT: Box = (75, 15, 480, 390)  # cup and saucer in coffee.png
 
 
+def _image_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(IMAGES_DIR.glob("*")) if p.suffix in {".png", ".jpg"}}
+
+
 def _image_path(name: str) -> Path:
-    paths = {p.stem: p for p in sorted(IMAGES_DIR.glob("*")) if p.suffix in {".png", ".jpg"}}
+    paths = _image_paths()
     if name not in paths:
         near = difflib.get_close_matches(name, paths, n=3, cutoff=0.4)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -56,7 +60,7 @@ def _image_path(name: str) -> Path:
 
 def image_names() -> list[str]:
     """Names accepted by :func:`load_image`."""
-    return sorted(p.stem for p in IMAGES_DIR.glob("*") if p.suffix in {".png", ".jpg"})
+    return sorted(_image_paths())
 
 
 def load_image(name: str) -> Image.Image:

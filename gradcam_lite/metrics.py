@@ -45,3 +45,44 @@ def box_share(saliency: Tensor, box: Box, image_size: tuple[int, int]) -> float:
         raise ValueError("the map is all zero: its share inside a box is undefined")
     mask = box_mask(box, image_size, tuple(saliency.shape))
     return float(saliency[mask.to(saliency.device)].sum() / total)
+
+
+# --- deletion: remove the top of a map and watch the class probability -------------------------
+
+
+def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:
+    """Boolean mask (H, W) of the ``round(fraction * H * W)`` highest pixels of a map (ties by position)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    count = round(fraction * saliency.numel())
+    order = torch.argsort(saliency.flatten(), descending=True, stable=True)
+    mask = torch.zeros(saliency.numel(), dtype=torch.bool, device=saliency.device)
+    mask[order[:count]] = True
+    return mask.reshape(saliency.shape)
+
+
+def blurred(x: Tensor, sigma: float = 10.0) -> Tensor:
+    """A Gaussian-blurred copy of images (B, C, H, W); blur commutes with the per-channel normalisation."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    kernel = 2 * round(3 * sigma) + 1
+    return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+
+
+def mean_colour(x: Tensor) -> Tensor:
+    """Each image replaced by its own mean colour (B, C, H, W)."""
+    return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+
+
+def remove_region(x: Tensor, mask: Tensor, baseline: Tensor) -> Tensor:
+    """Images (B, C, H, W) with the pixels of ``mask`` (H, W) or (B, H, W) taken from ``baseline``."""
+    mask = mask if mask.dim() == 3 else mask[None]
+    return torch.where(mask[:, None], baseline, x)
+
+
+@torch.no_grad()
+def deletion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor) -> Tensor:
+    """:math:`p(c)` after removing the top ``f`` of the map, for each f in ``fractions``: one image (1, C, H, W)."""
+    masks = torch.stack([top_fraction_mask(saliency, float(f)) for f in fractions])
+    images = remove_region(x.expand(len(masks), -1, -1, -1), masks, baseline.expand(len(masks), -1, -1, -1))
+    return model(images).softmax(dim=1)[:, target]

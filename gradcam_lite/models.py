@@ -111,6 +111,18 @@ class EfficientNetLite(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+def split(model: EfficientNetLite, stage: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The network cut after ``features[stage]``: ``below(x)`` gives the activations A, ``above(A)`` the logits.
+
+    Both share the model's modules (no copies), so ``above(below(x)) == model(x)``.
+    """
+    if not 0 <= stage < len(model.features):
+        raise ValueError(f"stage must be 0 to {len(model.features) - 1} (an index of model.features), got {stage}")
+    below = nn.Sequential(*model.features[: stage + 1])
+    above = nn.Sequential(*model.features[stage + 1 :], model.avgpool, nn.Flatten(1), model.classifier)
+    return below, above
+
+
 def _reference_key_map(model: EfficientNetLite) -> dict[str, str]:
     """Our parameter/buffer names -> names in the ``efficientnet-lite-pytorch`` state dict."""
     bn = ("weight", "bias", "running_mean", "running_var")

@@ -1,0 +1,63 @@
+r"""The first-order Taylor expansion of a class score in a layer's activations.
+
+Write the network above a layer as :math:`y^c = f(A)`. Near the actual activations,
+
+.. math::
+
+    y^c(A + \Delta A) \approx y^c(A) + \sum_{k,i,j} \frac{\partial y^c}{\partial A^k_{ij}} \, \Delta A^k_{ij}.
+
+Scaling one channel by :math:`1 + \varepsilon` is the change :math:`\Delta A^k = \varepsilon A^k`
+(other channels fixed), whose first-order prediction is
+:math:`\varepsilon \sum_{ij} g^k_{ij} A^k_{ij}` with :math:`g = \partial y^c / \partial A`.
+Grad-CAM's weight :math:`\alpha^c_k = \frac{1}{Z}\sum_{ij} g^k_{ij}` is the *average* slope of
+:math:`y^c` along channel :math:`k`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def score_and_gradient(above: nn.Module, activations: Tensor, target: int) -> tuple[Tensor, Tensor]:
+    """:math:`y^c` (B,) and :math:`\\partial y^c / \\partial A` (B, C, H, W) for activations A (B, C, H, W)."""
+    A = activations.detach().requires_grad_()
+    with torch.enable_grad():
+        score = above(A)[:, target]
+        (gradient,) = torch.autograd.grad(score.sum(), A)
+    return score.detach(), gradient
+
+
+def central_difference(f: Callable[[Tensor], Tensor], activations: Tensor, index: tuple[int, ...], h: float) -> float:
+    """:math:`(f(A + h e) - f(A - h e)) / 2h` for the unit vector :math:`e` at ``index``; ``f`` returns a scalar."""
+    step = torch.zeros_like(activations)
+    step[index] = h
+    with torch.no_grad():
+        return float((f(activations + step) - f(activations - step)) / (2 * h))
+
+
+def scaled_channel_scores(above: nn.Module, activations: Tensor, target: int, channel: int, factors: Sequence[float]) -> Tensor:
+    """:math:`y^c` with channel ``channel`` of one image's A (1, C, H, W) scaled by ``1 + t``, for each t in ``factors``."""
+    if activations.shape[0] != 1:
+        raise ValueError(f"pass the activations of one image (1, C, H, W), got shape {tuple(activations.shape)}")
+    scale = torch.ones(len(factors), activations.shape[1], 1, 1, dtype=activations.dtype, device=activations.device)
+    scale[:, channel, 0, 0] += torch.as_tensor(factors, dtype=activations.dtype, device=activations.device)
+    with torch.no_grad():
+        return above(activations * scale)[:, target]
+
+
+def channel_scaling(above: nn.Module, activations: Tensor, target: int, eps: float, channels: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """Predicted (first-order) and actual change of :math:`y^c` when each channel in turn is scaled by ``1 + eps``.
+
+    One image's activations (1, C, H, W); returns two tensors of shape (len(channels),).
+    """
+    channels = list(range(activations.shape[1])) if channels is None else list(channels)
+    score, gradient = score_and_gradient(above, activations, target)
+    predicted = eps * (gradient[0, channels] * activations[0, channels]).sum(dim=(1, 2))
+    scale = torch.ones(len(channels), activations.shape[1], 1, 1, dtype=activations.dtype, device=activations.device)
+    scale[torch.arange(len(channels)), channels] += eps
+    with torch.no_grad():
+        actual = above(activations * scale)[:, target] - score
+    return predicted, actual
