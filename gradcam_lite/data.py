@@ -34,14 +34,16 @@ PACKAGE_PHOTOS = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 
-# cat_espresso: a 600 x 600 canvas, each photo cropped to a square around its object, scaled to
-# TILE x TILE and placed side by side in the middle band; the rest is the ImageNet mean colour,
+# Two-object images: a 600 x 600 canvas, each photo cropped to a square around its object, scaled
+# to TILE x TILE and placed side by side in the middle band; the rest is the ImageNet mean colour,
 # which preprocessing maps to zero. Letterboxing keeps both objects undistorted by the final resize.
 TILE = 300
 CANVAS = (2 * TILE, 2 * TILE)
 PAD_COLOUR = (124, 116, 104)
-CHELSEA_CROP: Box = (30, 0, 330, 300)  # the cat's head fills this square
-COFFEE_CROP: Box = (80, 0, 480, 400)  # cup and saucer
+OBJECT_CROPS: dict[str, Box] = {
+    "chelsea": (30, 0, 330, 300),  # the cat's head fills this square
+    "coffee": (80, 0, 480, 400),  # cup and saucer
+}
 COFFEE_OBJECT: Box = (75, 15, 480, 390)  # cup and saucer in coffee.png
 
 
@@ -78,18 +80,33 @@ def load_boxes(name: str) -> dict[str, Box]:
     return {label: tuple(box) for label, box in json.loads(path.read_text())["boxes"].items()}
 
 
-def make_cat_espresso(chelsea: Image.Image, coffee: Image.Image) -> tuple[Image.Image, dict[str, Box]]:
-    """Compose chelsea (left) and coffee (right) into one image and return it with its object boxes."""
-    canvas = Image.new("RGB", CANVAS, PAD_COLOUR)
-    top = (CANVAS[1] - TILE) // 2
-    for column, (photo, crop) in enumerate([(chelsea, CHELSEA_CROP), (coffee, COFFEE_CROP)]):
-        tile = photo.crop(crop).resize((TILE, TILE), Image.Resampling.BICUBIC)
-        canvas.paste(tile, (column * TILE, top))
+def square_crop(name: str, image: Image.Image) -> Box:
+    """The square that holds photo ``name``'s object: recorded for chelsea and coffee, else the centred square."""
+    if name in OBJECT_CROPS:
+        return OBJECT_CROPS[name]
+    side = min(image.size)
+    x0, y0 = (image.width - side) // 2, (image.height - side) // 2
+    return (x0, y0, x0 + side, y0 + side)
 
-    scale = TILE / (COFFEE_CROP[2] - COFFEE_CROP[0])
-    x0, y0, x1, y1 = (round(max(v - o, 0) * scale) for v, o in zip(COFFEE_OBJECT, COFFEE_CROP[:2] * 2))
+
+def side_by_side(left: str, right: str) -> Image.Image:
+    """Photos ``left`` and ``right``, each cropped square around its object, side by side on a letterboxed canvas."""
+    canvas = Image.new("RGB", CANVAS, PAD_COLOUR)
+    for column, name in enumerate([left, right]):
+        photo = load_image(name)
+        tile = photo.crop(square_crop(name, photo)).resize((TILE, TILE), Image.Resampling.BICUBIC)
+        canvas.paste(tile, (column * TILE, (CANVAS[1] - TILE) // 2))
+    return canvas
+
+
+def make_cat_espresso() -> tuple[Image.Image, dict[str, Box]]:
+    """chelsea (left) and coffee (right) in one image, with the box of each object."""
+    top = (CANVAS[1] - TILE) // 2
+    crop = OBJECT_CROPS["coffee"]
+    scale = TILE / (crop[2] - crop[0])
+    x0, y0, x1, y1 = (round(max(v - o, 0) * scale) for v, o in zip(COFFEE_OBJECT, crop[:2] * 2))
     boxes = {"Egyptian cat": (0, top, TILE, top + TILE), "espresso": (TILE + x0, top + y0, TILE + x1, top + y1)}
-    return canvas, boxes
+    return side_by_side("chelsea", "coffee"), boxes
 
 
 def sha256(path: Path) -> str:
@@ -129,7 +146,7 @@ def rebuild() -> None:
     for name in PACKAGE_PHOTOS:
         original = package_original(name)
         shutil.copyfile(original, IMAGES_DIR / f"{name}{original.suffix}")
-    image, boxes = make_cat_espresso(load_image("chelsea"), load_image("coffee"))
+    image, boxes = make_cat_espresso()
     image.save(IMAGES_DIR / "cat_espresso.png")
     (IMAGES_DIR / "cat_espresso.json").write_text(json.dumps({"boxes": boxes}, indent=2) + "\n")
     write_manifest()

@@ -32,7 +32,7 @@ def test_photos_are_exact_copies_of_the_package_originals(name):
 
 
 def test_cat_espresso_is_reproduced_from_its_parts():
-    image, boxes = data.make_cat_espresso(data.load_image("chelsea"), data.load_image("coffee"))
+    image, boxes = data.make_cat_espresso()
     assert np.array_equal(np.asarray(image), np.asarray(data.load_image("cat_espresso")))
     assert boxes == data.load_boxes("cat_espresso")
     assert set(boxes) == {"Egyptian cat", "espresso"}
@@ -50,3 +50,16 @@ def test_names_sources_and_errors():
     with pytest.raises(KeyError, match="no recorded boxes"):
         data.load_boxes("rocket")
     assert data.load_image("grace_hopper").mode == "RGB"
+
+
+def test_side_by_side_places_each_photo_in_its_half():
+    image = data.side_by_side("rocket", "chelsea")
+    mirrored_pair = data.side_by_side("coffee", "chelsea")
+    assert image.size == (600, 600)
+    left, right = np.asarray(image)[150:450, :300], np.asarray(image)[150:450, 300:]
+    assert np.array_equal(right, np.asarray(data.load_image("cat_espresso"))[150:450, :300])
+    assert np.array_equal(np.asarray(mirrored_pair)[150:450, :300], np.asarray(data.load_image("cat_espresso"))[150:450, 300:])
+    assert not np.array_equal(left, right)
+    assert (np.asarray(image)[:150] == data.PAD_COLOUR).all()
+    rocket = data.load_image("rocket")
+    assert data.square_crop("rocket", rocket) == (106, 0, 533, 427)  # the centred 427 x 427 square of 640 x 427
