@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .capture import capture
-from .targets import Target, callable_scores, check_range, class_scores, parse_class_targets
-from .weights import grad_cam_weights
+from .targets import Target, asks_k_per_image, check_range, parse_class_targets, parse_target, score_gradients, target_scores
+from .weights import grad_cam_pp_weights, grad_cam_weights
 
 Size = Literal["input"] | tuple[int, int] | None
 
@@ -86,27 +86,16 @@ def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Modul
     """One forward pass; activations A (B, C, h, w), gradients dy/dA (B, K, C, h, w), and whether K was asked for.
 
     Gradients are taken with ``torch.autograd.grad`` down to the layer only. The K scores of a
-    (B, K) target share the forward pass; each needs its own (small) backward through the layers
-    above. Summing a score over the batch is exact because, in eval mode, image b's score depends on
-    image b alone.
+    (B, K) target share the forward pass; each needs its own (small) backward through the layers above.
     """
     check_images(x)
     warn_if_training(model)
-    batch_size = x.shape[0]
-    parsed = None if callable(target) and not isinstance(target, Tensor) else parse_class_targets(target, batch_size)
+    parsed = parse_target(target, x.shape[0])
     with capture(model, layer, stop_gradient=True) as cap, torch.enable_grad():
         output = model(x)
         activations = cap.require_activations()
-        scores = callable_scores(target, output, batch_size) if parsed is None else class_scores(output, parsed)
-        if not scores.requires_grad:
-            raise ValueError(f"the target's scores do not depend on layer {cap.name!r}: there is no gradient to explain")
-        gradients = []
-        for k in range(scores.shape[1]):
-            (gradient,) = torch.autograd.grad(scores[:, k].sum(), activations, retain_graph=k + 1 < scores.shape[1], allow_unused=True)
-            if gradient is None:
-                raise ValueError(f"the target's scores do not depend on layer {cap.name!r}: there is no gradient to explain")
-            gradients.append(gradient)
-    return activations.detach(), torch.stack(gradients, dim=1), parsed is not None and parsed.per_image_k
+        gradients = score_gradients(target_scores(parsed, output, x.shape[0]), activations, f"layer {cap.name!r}")
+    return activations.detach(), gradients, asks_k_per_image(parsed)
 
 
 def grad_cam(
@@ -133,6 +122,56 @@ def grad_cam(
     activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
     signed = weighted_sum(grad_cam_weights(gradients), activations)
     maps = finish_maps(signed, counterfactual=counterfactual, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
+    return maps if per_image_k else maps[:, 0]
+
+
+def grad_cam_pp(
+    model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, *, relu: bool = True, size: Size = "input", normalize: bool = True
+) -> Tensor:
+    r"""Grad-CAM++ maps: :math:`\mathrm{ReLU}(\sum_k w^c_k A^k)` with the weights of :func:`~gradcam_lite.weights.grad_cam_pp_weights`.
+
+    Same targets, shapes and options as :func:`grad_cam`.
+    """
+    activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
+    weights = grad_cam_pp_weights(gradients, gradients**2, gradients**3, activations)
+    maps = finish_maps(weighted_sum(weights, activations), counterfactual=False, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
+    return maps if per_image_k else maps[:, 0]
+
+
+def smooth_grad_cam_pp(
+    model: nn.Module,
+    x: Tensor,
+    target: Target,
+    layer: nn.Module | str,
+    *,
+    n_samples: int = 25,
+    sigma: float = 0.5,
+    generator: torch.Generator | None = None,
+    relu: bool = True,
+    size: Size = "input",
+    normalize: bool = True,
+) -> Tensor:
+    r"""Smooth Grad-CAM++ (Omeiza et al. 2019).
+
+    The gradient's first, second and third powers are averaged over ``n_samples`` copies
+    :math:`x + \epsilon`, :math:`\epsilon \sim \mathcal{N}(0, \sigma^2)` (``sigma`` in the units of
+    ``x``; for ImageNet-standardised images one unit is about one standard deviation of a pixel),
+    then the Grad-CAM++ weights are formed from those averages and applied to the activations of the
+    clean input. ``sigma = 0`` gives :func:`grad_cam_pp` exactly. Each sample costs one forward pass.
+    """
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+    activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
+    powers = [torch.zeros_like(gradients) for _ in range(3)]
+    for _ in range(n_samples):
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * sigma
+        _, noisy, _ = layer_gradients(model, x + noise, target, layer)
+        for power, total in enumerate(powers, start=1):
+            total += noisy**power / n_samples
+    weights = grad_cam_pp_weights(*powers, activations)
+    maps = finish_maps(weighted_sum(weights, activations), counterfactual=False, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
     return maps if per_image_k else maps[:, 0]
 
 

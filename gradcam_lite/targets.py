@@ -82,3 +82,34 @@ def callable_scores(target: Callable[[Tensor], Tensor], output: Tensor, batch_si
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"a callable target must return a tensor of shape ({batch_size},), one score per image; got {shape}")
     return scores[:, None]
+
+
+def parse_target(target: Target, batch_size: int) -> ClassTargets | Callable[[Tensor], Tensor]:
+    """Validate ``target`` before the forward pass: class indices are parsed, a callable is kept as is."""
+    return target if callable(target) and not isinstance(target, Tensor) else parse_class_targets(target, batch_size)
+
+
+def target_scores(parsed: ClassTargets | Callable[[Tensor], Tensor], output: Tensor, batch_size: int) -> Tensor:
+    """Scores (B, K) of the model's ``output`` for a parsed target."""
+    return class_scores(output, parsed) if isinstance(parsed, ClassTargets) else callable_scores(parsed, output, batch_size)
+
+
+def asks_k_per_image(parsed: ClassTargets | Callable[[Tensor], Tensor]) -> bool:
+    return isinstance(parsed, ClassTargets) and parsed.per_image_k
+
+
+def score_gradients(scores: Tensor, wrt: Tensor, what: str) -> Tensor:
+    """Gradients (B, K, ...) of each column of ``scores`` (B, K) with respect to ``wrt`` (B, ...).
+
+    Summing a column over the batch is exact when, as in eval mode, image b's score depends on image
+    b alone. Each column needs its own backward through the graph between ``wrt`` and the scores.
+    """
+    if not scores.requires_grad:
+        raise ValueError(f"the target's scores do not depend on {what}: there is no gradient to explain")
+    gradients = []
+    for k in range(scores.shape[1]):
+        (gradient,) = torch.autograd.grad(scores[:, k].sum(), wrt, retain_graph=k + 1 < scores.shape[1], allow_unused=True)
+        if gradient is None:
+            raise ValueError(f"the target's scores do not depend on {what}: there is no gradient to explain")
+        gradients.append(gradient)
+    return torch.stack(gradients, dim=1)

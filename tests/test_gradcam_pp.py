@@ -1,0 +1,123 @@
+"""Grad-CAM++ and Smooth Grad-CAM++ against independent implementations and closed forms."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_gapnet
+from test_engine import assert_untouched, snapshot
+
+from gradcam_lite import grad_cam_pp, smooth_grad_cam_pp
+
+RAW = dict(size=None, normalize=False)
+
+
+def reference_grad_cam_pp(A, g, total_activation=True):
+    """numpy, one image and class: alpha_ij = g^2 / (2 g^2 + sum_ab A_ab g^3), w_k = sum alpha relu(g)."""
+    A, g = A.numpy(), g.numpy()
+    channel_total = A.sum(axis=(1, 2), keepdims=True)
+    third = channel_total * g**3 if total_activation else (A * g**3).sum(axis=(1, 2), keepdims=True)
+    denominator = 2 * g**2 + third
+    alpha = np.divide(g**2, denominator, out=np.zeros_like(g), where=denominator != 0)
+    weights = (alpha * np.maximum(g, 0)).sum(axis=(1, 2))
+    return np.maximum((weights[:, None, None] * A).sum(axis=0), 0)
+
+
+def activations_and_gradients(model, x, layer_module, target):
+    kept = {}
+
+    def hook(_m, _i, out):
+        out = out.clone()
+        out.retain_grad()
+        kept["A"] = out
+        return out
+
+    handle = layer_module.register_forward_hook(hook)
+    try:
+        model(x)[:, target].sum().backward()
+    finally:
+        handle.remove()
+    model.zero_grad(set_to_none=True)
+    return kept["A"].detach(), kept["A"].grad
+
+
+@pytest.mark.parametrize("layer", ["features.5.1", "features.8"])
+def test_matches_independent_implementation_on_efficientnet(lite0, photos, layer):
+    A, g = activations_and_gradients(lite0, photos, lite0.get_submodule(layer), 285)
+    got = grad_cam_pp(lite0, photos, 285, layer, **RAW)
+    for b in range(photos.shape[0]):
+        expected = torch.from_numpy(reference_grad_cam_pp(A[b], g[b]))
+        assert expected.max() > 0
+        assert (got[b] - expected).abs().max() <= 1e-4 * expected.max()
+
+
+def test_total_activation_variant_differs_where_gradient_varies(lite0, photos):
+    """Below the GAP head the gradient varies in space, so sum_ab A_ab * g_ij^3 != sum_ab A_ab g_ab^3."""
+    A, g = activations_and_gradients(lite0, photos[:1], lite0.get_submodule("features.5.1"), 285)
+    paper = reference_grad_cam_pp(A[0], g[0])
+    other = reference_grad_cam_pp(A[0], g[0], total_activation=False)
+    got = grad_cam_pp(lite0, photos[:1], 285, "features.5.1", **RAW)[0].numpy()
+    assert np.abs(paper - other).max() > 0.05 * paper.max()
+    assert np.abs(got - paper).max() < np.abs(got - other).max()
+
+
+def test_closed_form_below_a_gap_head():
+    """With g = w/Z everywhere: alpha = 1 / (2 + S_k w_k / Z) and w'_k = Z relu(w_k/Z) alpha_k (S_k = channel total)."""
+    model = make_gapnet()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    A = model.features(x).detach()
+    Z = 25
+    w = model.fc.weight.detach()[2] / Z
+    total = A.sum(dim=(2, 3))
+    alpha = torch.where(2 + total * w != 0, 1 / (2 + total * w), torch.zeros_like(total))
+    weights = Z * w.clamp(min=0) * alpha
+    expected = (weights[:, :, None, None] * A).sum(dim=1).clamp(min=0)
+    torch.testing.assert_close(grad_cam_pp(model, x, 2, "features", **RAW), expected, rtol=0, atol=1e-12)
+
+
+def test_smooth_with_zero_noise_is_grad_cam_pp():
+    model = make_gapnet()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(smooth_grad_cam_pp(model, x, [0, 4], "features.1", n_samples=3, sigma=0.0), grad_cam_pp(model, x, [0, 4], "features.1"), rtol=0, atol=1e-12)
+
+
+def test_smooth_averages_powers_of_noisy_gradients():
+    """Independent: draw the same noise, collect g per sample, average g, g^2, g^3, then the formula."""
+    model = make_gapnet()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    n, sigma = 4, 0.3
+    generator = torch.Generator().manual_seed(7)
+    noises = [torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma for _ in range(n)]
+    grads = [activations_and_gradients(model, x + e, model.features[1], 3)[1][0].numpy() for e in noises]
+    A = model.features[:2](x)[0].detach().numpy()
+    g1, g2, g3 = (sum(g**p for g in grads) / n for p in (1, 2, 3))
+    total = A.sum(axis=(1, 2), keepdims=True)
+    denominator = 2 * g2 + total * g3
+    alpha = np.divide(g2, denominator, out=np.zeros_like(denominator), where=denominator != 0)
+    weights = (alpha * np.maximum(g1, 0)).sum(axis=(1, 2))
+    expected = np.maximum((weights[:, None, None] * A).sum(axis=0), 0)
+    got = smooth_grad_cam_pp(model, x, 3, "features.1", n_samples=n, sigma=sigma, generator=torch.Generator().manual_seed(7), **RAW)
+    np.testing.assert_allclose(got[0].numpy(), expected, atol=1e-12)
+    assert not np.allclose(expected, grad_cam_pp(model, x, 3, "features.1", **RAW)[0].numpy())
+
+
+def test_smooth_is_reproducible_with_a_generator_and_checks_arguments():
+    model = make_gapnet()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    first = smooth_grad_cam_pp(model, x, 1, "features.1", n_samples=3, sigma=0.5, generator=torch.Generator().manual_seed(1))
+    again = smooth_grad_cam_pp(model, x, 1, "features.1", n_samples=3, sigma=0.5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        smooth_grad_cam_pp(model, x, 1, "features.1", n_samples=0)
+    with pytest.raises(ValueError, match="sigma"):
+        smooth_grad_cam_pp(model, x, 1, "features.1", sigma=-1.0)
+
+
+@pytest.mark.parametrize("fn", [grad_cam_pp, lambda *a, **k: smooth_grad_cam_pp(*a, n_samples=2, **k)])
+def test_calls_leave_everything_as_it_was(fn):
+    model = make_gapnet(inplace=True)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    before = snapshot(model, x)
+    assert fn(model, x, [[0, 1], [2, 3]], "features.1").shape == (2, 2, 6, 6)
+    with pytest.raises(IndexError):
+        fn(model, x, 9, "features.1")
+    assert_untouched(model, x, before)
