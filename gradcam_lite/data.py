@@ -89,14 +89,27 @@ def square_crop(name: str, image: Image.Image) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
-def side_by_side(left: str, right: str) -> Image.Image:
-    """Photos ``left`` and ``right``, each cropped square around its object, side by side on a letterboxed canvas."""
+def in_a_row(*names: str) -> tuple[Image.Image, list[Box]]:
+    """Photos side by side, each cropped square around its object, on a letterboxed square canvas.
+
+    With n photos each tile is ``CANVAS / n`` wide. Returns the image and the box of each tile.
+    """
+    if not names:
+        raise ValueError("in_a_row needs at least one photo name")
+    tile = CANVAS[0] // len(names)
+    top = (CANVAS[1] - tile) // 2
     canvas = Image.new("RGB", CANVAS, PAD_COLOUR)
-    for column, name in enumerate([left, right]):
+    boxes = []
+    for column, name in enumerate(names):
         photo = load_image(name)
-        tile = photo.crop(square_crop(name, photo)).resize((TILE, TILE), Image.Resampling.BICUBIC)
-        canvas.paste(tile, (column * TILE, (CANVAS[1] - TILE) // 2))
-    return canvas
+        canvas.paste(photo.crop(square_crop(name, photo)).resize((tile, tile), Image.Resampling.BICUBIC), (column * tile, top))
+        boxes.append((column * tile, top, (column + 1) * tile, top + tile))
+    return canvas, boxes
+
+
+def side_by_side(left: str, right: str) -> Image.Image:
+    """Two photos in a row (see :func:`in_a_row`)."""
+    return in_a_row(left, right)[0]
 
 
 def make_cat_espresso() -> tuple[Image.Image, dict[str, Box]]:

@@ -15,6 +15,7 @@ image's pixels to the map's.
 from __future__ import annotations
 
 import torch
+from scipy.stats import spearmanr
 from torch import Tensor
 
 Box = tuple[int, int, int, int]
@@ -86,3 +87,24 @@ def deletion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: 
     masks = torch.stack([top_fraction_mask(saliency, float(f)) for f in fractions])
     images = remove_region(x.expand(len(masks), -1, -1, -1), masks, baseline.expand(len(masks), -1, -1, -1))
     return model(images).softmax(dim=1)[:, target]
+
+
+def box_coverage(saliency: Tensor, box: Box, image_size: tuple[int, int], threshold: float = 0.5) -> float:
+    """Fraction of the box's pixels where a map normalised to [0, 1] reaches ``threshold``: how much of an object the map covers."""
+    if saliency.dim() != 2:
+        raise ValueError(f"box_coverage takes one (H, W) map, got shape {tuple(saliency.shape)}")
+    mask = box_mask(box, image_size, tuple(saliency.shape)).to(saliency.device)
+    return float((saliency[mask] >= threshold).float().mean())
+
+
+def rank_correlation(first: Tensor, second: Tensor) -> float:
+    """Spearman's rank correlation of two maps' pixels (``scipy.stats.spearmanr``).
+
+    A constant map (an all-zero Grad-CAM, say) has no order to compare: its correlation is 0.
+    """
+    if first.shape != second.shape:
+        raise ValueError(f"maps of different shapes: {tuple(first.shape)} and {tuple(second.shape)}")
+    a, b = first.detach().flatten().cpu().numpy(), second.detach().flatten().cpu().numpy()
+    if a.min() == a.max() or b.min() == b.max():
+        return 0.0
+    return float(spearmanr(a, b).statistic)

@@ -2,6 +2,9 @@
 
 The overlay is :math:`(1 - a) \\cdot \\text{image} + a \\cdot \\text{colormap}(L)`, with the map
 resized bilinearly to the photo's size so it can be shown over the full-resolution original.
+A gradient image (guided backpropagation, deconvnet) is shown as :math:`0.5 + g / (2 q)`, clipped
+to [0, 1], with :math:`q` the 99th percentile of :math:`|g|`: grey is zero, and the scale is set by the
+bulk of the values rather than by a few extreme pixels.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -90,3 +94,22 @@ def plot_maps(
     fig.tight_layout()
     return fig
 
+
+
+def gradient_image(gradient: Tensor, percentile: float = 99.0) -> np.ndarray:
+    """A (3, H, W) input gradient as an (H, W, 3) picture: grey at zero, scaled by a high percentile of |g|."""
+    if gradient.dim() != 3 or gradient.shape[0] != 3:
+        raise ValueError(f"gradient_image takes one (3, H, W) gradient, got shape {tuple(gradient.shape)}")
+    g = gradient.detach().cpu().float()
+    scale = float(torch.quantile(g.abs().flatten(), percentile / 100))
+    if scale == 0:
+        return np.full((*g.shape[1:], 3), 0.5, dtype=np.float32)
+    return (0.5 + g / (2 * scale)).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def show_gradient(ax: Axes, gradient: Tensor, title: str = "") -> Axes:
+    """Draw :func:`gradient_image` on ``ax`` without ticks."""
+    ax.imshow(gradient_image(gradient))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    return ax

@@ -63,3 +63,12 @@ def test_side_by_side_places_each_photo_in_its_half():
     assert (np.asarray(image)[:150] == data.PAD_COLOUR).all()
     rocket = data.load_image("rocket")
     assert data.square_crop("rocket", rocket) == (106, 0, 533, 427)  # the centred 427 x 427 square of 640 x 427
+
+
+def test_in_a_row_tiles_and_boxes():
+    image, boxes = data.in_a_row("chelsea", "chelsea", "chelsea")
+    assert boxes == [(0, 200, 200, 400), (200, 200, 400, 400), (400, 200, 600, 400)]
+    pixels = np.asarray(image)
+    assert np.array_equal(pixels[200:400, :200], pixels[200:400, 400:])
+    with pytest.raises(ValueError, match="at least one"):
+        data.in_a_row()

@@ -3,8 +3,8 @@ import pytest
 import torch
 from matplotlib import colormaps
 
-from gradcam_lite.metrics import box_mask, box_share
-from gradcam_lite.plotting import overlay, plot_maps
+from gradcam_lite.metrics import box_coverage, box_mask, box_share, rank_correlation
+from gradcam_lite.plotting import gradient_image, overlay, plot_maps
 
 
 def test_uniform_map_share_is_box_area_fraction():
@@ -51,3 +51,32 @@ def test_plot_maps_grid():
     assert len(axes) == 6 and [a.get_title() for a in axes[:5]] == list("abcde") and not axes[5].images
     with pytest.raises(ValueError, match="2 images for 5 maps"):
         plot_maps([image, image], torch.rand(5, 4, 4))
+
+
+def test_box_coverage_counts_box_pixels_above_threshold():
+    saliency = torch.zeros(10, 10)
+    saliency[0:5, 0:5] = 0.8  # the box (0, 0, 10, 10) in a 20 x 20 image is the map's top-left quarter
+    saliency[0:5, 0:2] = 0.2
+    assert box_coverage(saliency, (0, 0, 10, 10), image_size=(20, 20)) == pytest.approx(15 / 25)
+    assert box_coverage(torch.zeros(10, 10), (0, 0, 10, 10), image_size=(20, 20)) == 0.0
+
+
+def test_gradient_image_is_grey_at_zero_and_scaled_by_percentile():
+    g = torch.zeros(3, 10, 10)
+    g[0, :, :] = torch.linspace(-1, 1, 100).reshape(10, 10)
+    picture = gradient_image(g, percentile=100)
+    assert picture.shape == (10, 10, 3)
+    np.testing.assert_allclose(picture[..., 1], 0.5)
+    np.testing.assert_allclose(picture[..., 0], 0.5 + g[0].numpy() / 2, atol=1e-6)
+    np.testing.assert_allclose(gradient_image(torch.zeros(3, 4, 4)), 0.5)
+
+
+def test_rank_correlation_closed_forms():
+    a = torch.tensor([[0.1, 0.5], [0.3, 2.0]])
+    assert rank_correlation(a, a.exp()) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    # ranks (1, 3, 2, 4) vs (1, 2, 3, 4): rho = 1 - 6 * sum d^2 / (n (n^2 - 1)) = 1 - 6 * 2 / 60
+    assert rank_correlation(a, torch.tensor([[1.0, 2.0], [3.0, 4.0]])) == pytest.approx(0.8)
+    assert rank_correlation(torch.zeros(2, 2), a) == 0.0
+    with pytest.raises(ValueError, match="different shapes"):
+        rank_correlation(a, torch.zeros(3))
