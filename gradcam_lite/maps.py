@@ -66,6 +66,13 @@ def finish_maps(signed: Tensor, *, counterfactual: bool, relu: bool, size: Size,
     return normalize_maps(maps) if normalize else maps
 
 
+def maps_from_weights(weights: Tensor, activations: Tensor, x: Tensor, per_image_k: bool, *, counterfactual: bool = False, relu: bool, size: Size, normalize: bool) -> Tensor:
+    """Weights (B, K, C) and activations -> finished maps (B, H, W), or (B, K, H, W) if K maps per image were asked for."""
+    signed = weighted_sum(weights, activations)
+    maps = finish_maps(signed, counterfactual=counterfactual, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
+    return maps if per_image_k else maps[:, 0]
+
+
 def check_images(x: Tensor) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor of images (B, C, H, W), got {type(x).__name__}")
@@ -120,9 +127,8 @@ def grad_cam(
     the call. See :mod:`gradcam_lite.targets` for the forms of ``target``.
     """
     activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
-    signed = weighted_sum(grad_cam_weights(gradients), activations)
-    maps = finish_maps(signed, counterfactual=counterfactual, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
-    return maps if per_image_k else maps[:, 0]
+    weights = grad_cam_weights(gradients)
+    return maps_from_weights(weights, activations, x, per_image_k, counterfactual=counterfactual, relu=relu, size=size, normalize=normalize)
 
 
 def grad_cam_pp(
@@ -134,8 +140,7 @@ def grad_cam_pp(
     """
     activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
     weights = grad_cam_pp_weights(gradients, gradients**2, gradients**3, activations)
-    maps = finish_maps(weighted_sum(weights, activations), counterfactual=False, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
-    return maps if per_image_k else maps[:, 0]
+    return maps_from_weights(weights, activations, x, per_image_k, relu=relu, size=size, normalize=normalize)
 
 
 def smooth_grad_cam_pp(
@@ -171,8 +176,7 @@ def smooth_grad_cam_pp(
         for power, total in enumerate(powers, start=1):
             total += noisy**power / n_samples
     weights = grad_cam_pp_weights(*powers, activations)
-    maps = finish_maps(weighted_sum(weights, activations), counterfactual=False, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
-    return maps if per_image_k else maps[:, 0]
+    return maps_from_weights(weights, activations, x, per_image_k, relu=relu, size=size, normalize=normalize)
 
 
 def cam(features: Tensor, fc_weight: Tensor, target: int | Sequence[int] | Sequence[Sequence[int]] | Tensor) -> Tensor:

@@ -26,6 +26,25 @@ def make_gapnet(inplace: bool = False, seed: int = 0) -> GapNet:
     return GapNet(inplace).double().eval()
 
 
+def activations_and_gradients(model, x, layer_module, score_fn):
+    """Second implementation of the capture: a cloned, retained output and a full backward of score_fn(output)."""
+    kept = {}
+
+    def hook(_m, _i, out):
+        out = out.clone()
+        out.retain_grad()
+        kept["A"] = out
+        return out
+
+    handle = layer_module.register_forward_hook(hook)
+    try:
+        score_fn(model(x)).sum().backward()
+    finally:
+        handle.remove()
+    model.zero_grad(set_to_none=True)
+    return kept["A"].detach(), kept["A"].grad
+
+
 @pytest.fixture(scope="session")
 def lite0():
     return models.efficientnet_lite0()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import make_gapnet
+from conftest import activations_and_gradients, make_gapnet
 from torch import nn
 
 from gradcam_lite import cam, capture, grad_cam
@@ -16,21 +16,7 @@ RAW = dict(size=None, normalize=False)
 
 def hand_made_grad_cam(model, x, score_fn, layer_module):
     """Second implementation: full backward with a retained gradient, then eq. 1 and 2 of the paper."""
-    kept = {}
-
-    def hook(_m, _i, out):
-        out = out.clone()
-        out.retain_grad()
-        kept["A"] = out
-        return out
-
-    handle = layer_module.register_forward_hook(hook)
-    try:
-        score_fn(model(x)).sum().backward()
-    finally:
-        handle.remove()
-    model.zero_grad(set_to_none=True)
-    A, g = kept["A"].detach(), kept["A"].grad
+    A, g = activations_and_gradients(model, x, layer_module, score_fn)
     alpha = g.sum(dim=(2, 3)) / (g.shape[2] * g.shape[3])
     return (alpha[:, :, None, None] * A).sum(dim=1)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_gapnet
+from conftest import activations_and_gradients, make_gapnet
 from test_engine import assert_untouched, snapshot
 
 from gradcam_lite import grad_cam_pp, smooth_grad_cam_pp
@@ -22,27 +22,9 @@ def reference_grad_cam_pp(A, g, total_activation=True):
     return np.maximum((weights[:, None, None] * A).sum(axis=0), 0)
 
 
-def activations_and_gradients(model, x, layer_module, target):
-    kept = {}
-
-    def hook(_m, _i, out):
-        out = out.clone()
-        out.retain_grad()
-        kept["A"] = out
-        return out
-
-    handle = layer_module.register_forward_hook(hook)
-    try:
-        model(x)[:, target].sum().backward()
-    finally:
-        handle.remove()
-    model.zero_grad(set_to_none=True)
-    return kept["A"].detach(), kept["A"].grad
-
-
 @pytest.mark.parametrize("layer", ["features.5.1", "features.8"])
 def test_matches_independent_implementation_on_efficientnet(lite0, photos, layer):
-    A, g = activations_and_gradients(lite0, photos, lite0.get_submodule(layer), 285)
+    A, g = activations_and_gradients(lite0, photos, lite0.get_submodule(layer), lambda out: out[:, 285])
     got = grad_cam_pp(lite0, photos, 285, layer, **RAW)
     for b in range(photos.shape[0]):
         expected = torch.from_numpy(reference_grad_cam_pp(A[b], g[b]))
@@ -52,7 +34,7 @@ def test_matches_independent_implementation_on_efficientnet(lite0, photos, layer
 
 def test_total_activation_variant_differs_where_gradient_varies(lite0, photos):
     """Below the GAP head the gradient varies in space, so sum_ab A_ab * g_ij^3 != sum_ab A_ab g_ab^3."""
-    A, g = activations_and_gradients(lite0, photos[:1], lite0.get_submodule("features.5.1"), 285)
+    A, g = activations_and_gradients(lite0, photos[:1], lite0.get_submodule("features.5.1"), lambda out: out[:, 285])
     paper = reference_grad_cam_pp(A[0], g[0])
     other = reference_grad_cam_pp(A[0], g[0], total_activation=False)
     got = grad_cam_pp(lite0, photos[:1], 285, "features.5.1", **RAW)[0].numpy()
@@ -87,7 +69,7 @@ def test_smooth_averages_powers_of_noisy_gradients():
     n, sigma = 4, 0.3
     generator = torch.Generator().manual_seed(7)
     noises = [torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma for _ in range(n)]
-    grads = [activations_and_gradients(model, x + e, model.features[1], 3)[1][0].numpy() for e in noises]
+    grads = [activations_and_gradients(model, x + e, model.features[1], lambda out: out[:, 3])[1][0].numpy() for e in noises]
     A = model.features[:2](x)[0].detach().numpy()
     g1, g2, g3 = (sum(g**p for g in grads) / n for p in (1, 2, 3))
     total = A.sum(axis=(1, 2), keepdims=True)
