@@ -34,8 +34,8 @@ PACKAGE_PHOTOS = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 
-# Two-object images: a 600 x 600 canvas, each photo cropped to a square around its object, scaled
-# to TILE x TILE and placed side by side in the middle band; the rest is the ImageNet mean colour,
+# Photos in a row: a 600 x 600 canvas, each photo cropped to a square around its object, scaled
+# to a square tile and placed side by side in the middle band; the rest is the ImageNet mean colour,
 # which preprocessing maps to zero. Letterboxing keeps both objects undistorted by the final resize.
 TILE = 300
 CANVAS = (2 * TILE, 2 * TILE)
@@ -114,12 +114,12 @@ def side_by_side(left: str, right: str) -> Image.Image:
 
 def make_cat_espresso() -> tuple[Image.Image, dict[str, Box]]:
     """chelsea (left) and coffee (right) in one image, with the box of each object."""
-    top = (CANVAS[1] - TILE) // 2
+    image, (cat_tile, cup_tile) = in_a_row("chelsea", "coffee")
     crop = OBJECT_CROPS["coffee"]
-    scale = TILE / (crop[2] - crop[0])
+    scale = (cup_tile[2] - cup_tile[0]) / (crop[2] - crop[0])
     x0, y0, x1, y1 = (round(max(v - o, 0) * scale) for v, o in zip(COFFEE_OBJECT, crop[:2] * 2))
-    boxes = {"Egyptian cat": (0, top, TILE, top + TILE), "espresso": (TILE + x0, top + y0, TILE + x1, top + y1)}
-    return side_by_side("chelsea", "coffee"), boxes
+    left, top = cup_tile[:2]
+    return image, {"Egyptian cat": cat_tile, "espresso": (left + x0, top + y0, left + x1, top + y1)}
 
 
 def sha256(path: Path) -> str:

@@ -52,24 +52,25 @@ def normalize_maps(maps: Tensor) -> Tensor:
     return scaled.reshape(maps.shape)
 
 
-def finish_maps(signed: Tensor, *, counterfactual: bool, relu: bool, size: Size, input_size: tuple[int, int], normalize: bool) -> Tensor:
-    """Signed maps -> (counterfactual) -> ReLU -> resize -> normalise, each step optional."""
+def maps_from_weights(
+    weights: Tensor, activations: Tensor, x: Tensor, per_image_k: bool, *, counterfactual: bool = False, relu: bool, size: Size, normalize: bool
+) -> Tensor:
+    """Weights (B, K, C) and activations -> signed map -> (counterfactual) -> ReLU -> resize -> normalise.
+
+    Returns (B, H, W), or (B, K, H, W) if K maps per image were asked for.
+    """
+    signed = weighted_sum(weights, activations)
     maps = -signed if counterfactual else signed
     if relu:
         maps = maps.clamp(min=0)
     if size is not None:
         if size == "input":
-            size = input_size
+            size = tuple(x.shape[-2:])
         elif not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
             raise ValueError(f"size must be 'input', None or a (height, width) pair of positive ints, got {size!r}")
         maps = upsample(maps, tuple(size))
-    return normalize_maps(maps) if normalize else maps
-
-
-def maps_from_weights(weights: Tensor, activations: Tensor, x: Tensor, per_image_k: bool, *, counterfactual: bool = False, relu: bool, size: Size, normalize: bool) -> Tensor:
-    """Weights (B, K, C) and activations -> finished maps (B, H, W), or (B, K, H, W) if K maps per image were asked for."""
-    signed = weighted_sum(weights, activations)
-    maps = finish_maps(signed, counterfactual=counterfactual, relu=relu, size=size, input_size=tuple(x.shape[-2:]), normalize=normalize)
+    if normalize:
+        maps = normalize_maps(maps)
     return maps if per_image_k else maps[:, 0]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from scipy.stats import spearmanr
 from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur
 
 Box = tuple[int, int, int, int]
 
@@ -64,8 +65,6 @@ def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:
 
 def blurred(x: Tensor, sigma: float = 10.0) -> Tensor:
     """A Gaussian-blurred copy of images (B, C, H, W); blur commutes with the per-channel normalisation."""
-    from torchvision.transforms.v2.functional import gaussian_blur
-
     kernel = 2 * round(3 * sigma) + 1
     return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
 

@@ -30,6 +30,13 @@ def score_and_gradient(above: nn.Module, activations: Tensor, target: int) -> tu
     return score.detach(), gradient
 
 
+def channel_slopes(above: nn.Module, activations: Tensor, target: int) -> tuple[Tensor, Tensor]:
+    r""":math:`y^c` and, per channel, :math:`\sum_{ij} g^k_{ij} A^k_{ij}`: the slope of the score along
+    scaling channel k by ``1 + t`` at t = 0, for one image's activations (1, C, H, W) -> (1,), (C,)."""
+    score, gradient = score_and_gradient(above, activations, target)
+    return score, (gradient[0] * activations[0]).sum(dim=(1, 2))
+
+
 def central_difference(f: Callable[[Tensor], Tensor], activations: Tensor, index: tuple[int, ...], h: float) -> float:
     """:math:`(f(A + h e) - f(A - h e)) / 2h` for the unit vector :math:`e` at ``index``; ``f`` returns a scalar."""
     step = torch.zeros_like(activations)
@@ -54,8 +61,8 @@ def channel_scaling(above: nn.Module, activations: Tensor, target: int, eps: flo
     One image's activations (1, C, H, W); returns two tensors of shape (len(channels),).
     """
     channels = list(range(activations.shape[1])) if channels is None else list(channels)
-    score, gradient = score_and_gradient(above, activations, target)
-    predicted = eps * (gradient[0, channels] * activations[0, channels]).sum(dim=(1, 2))
+    score, slopes = channel_slopes(above, activations, target)
+    predicted = eps * slopes[channels]
     scale = torch.ones(len(channels), activations.shape[1], 1, 1, dtype=activations.dtype, device=activations.device)
     scale[torch.arange(len(channels)), channels] += eps
     with torch.no_grad():

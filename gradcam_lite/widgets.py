@@ -18,13 +18,12 @@ from torch import Tensor, nn
 from . import models
 from .maps import grad_cam
 from .plotting import show_overlay
-from .taylor import scaled_channel_scores, score_and_gradient
+from .taylor import channel_slopes, scaled_channel_scores
 
 
 def taylor_explorer(above: nn.Module, activations: Tensor, target: int, max_eps: float = 2.0) -> widgets.interactive:
     """Score along one channel's scaling, :math:`t \\mapsto y^c(A \\text{ with } A^k \\cdot (1+t))`, beside its tangent."""
-    score, gradient = score_and_gradient(above, activations, target)
-    slopes = (gradient[0] * activations[0]).sum(dim=(1, 2))
+    score, slopes = channel_slopes(above, activations, target)
 
     def show(channel: int, eps: float) -> dict[str, float]:
         ts = torch.linspace(-max_eps, max_eps, 81, dtype=activations.dtype)
