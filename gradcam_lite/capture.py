@@ -14,14 +14,19 @@ safe on real networks:
   never touches the parameters' ``.grad``, and the whole explanation costs about one forward.
 
 Every hook lives only inside the ``with`` block; leaving it (also by an exception) removes them
-and restores autograd's mode.
+and restores autograd's mode. Hooks sit on modules that other threads may run at the same time, so
+each acts only on forward passes of the thread that installed it: concurrent calls on one model
+each see their own forward pass.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +47,17 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Mod
         if module is layer:
             return name, module
     raise ValueError(f"the layer {type(layer).__name__} is not a submodule of the model")
+
+
+def on_this_thread(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook``, acting only when called by the thread that wrapped it (else a no-op returning None)."""
+    owner = threading.get_ident()
+
+    @wraps(hook)
+    def filtered(*args: Any) -> Any:
+        return hook(*args) if threading.get_ident() == owner else None
+
+    return filtered
 
 
 class Capture:
@@ -107,9 +123,9 @@ def capture(model: nn.Module, layer: nn.Module | str, *, stop_gradient: bool = F
         return output.clone()
 
     try:
-        handles.append(model.register_forward_pre_hook(start_forward))
-        handles.append(module.register_forward_hook(on_layer_output))
-        handles.append(model.register_forward_hook(end_forward))
+        handles.append(model.register_forward_pre_hook(on_this_thread(start_forward)))
+        handles.append(module.register_forward_hook(on_this_thread(on_layer_output)))
+        handles.append(model.register_forward_hook(on_this_thread(end_forward)))
         yield result
     finally:
         for handle in handles:

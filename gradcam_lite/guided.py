@@ -18,7 +18,8 @@ Grad-CAM map by a Hadamard product, the map upsampled to the input's size:
 The rule is installed on every ``nn.ReLU`` and ``nn.ReLU6`` module through temporary hooks: a
 pre-hook hands the module a clone of its input (so an in-place module cannot overwrite the tensor
 the rule differentiates through), and a forward hook routes the module's output through an
-autograd function whose backward is the rule. Activations called as functions (``F.relu``,
+autograd function whose backward is the rule (each hook acts only on its own thread's forward
+pass, as in :mod:`gradcam_lite.capture`). Activations called as functions (``F.relu``,
 ``torch.relu``, ``x.relu()``) have no module to hook: they keep the plain gradient, and a warning
 says how many such calls the forward made.
 """
@@ -35,7 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .maps import check_images, grad_cam, warn_if_training
+from .capture import on_this_thread
+from .checks import check_call, check_finite
+from .maps import grad_cam
 from .targets import Target, asks_k_per_image, parse_target, score_gradients, target_scores
 
 Rule = Literal["guided", "deconvnet"]
@@ -92,8 +95,8 @@ def modified_relu_backward(model: nn.Module, rule: Rule) -> Iterator[_Functional
     try:
         for module in model.modules():
             if type(module) in (nn.ReLU, nn.ReLU6):
-                handles.append(module.register_forward_pre_hook(before))
-                handles.append(module.register_forward_hook(after))
+                handles.append(module.register_forward_pre_hook(on_this_thread(before)))
+                handles.append(module.register_forward_hook(on_this_thread(after)))
         with counter:
             yield counter
     finally:
@@ -103,10 +106,9 @@ def modified_relu_backward(model: nn.Module, rule: Rule) -> Iterator[_Functional
 
 def input_gradients(model: nn.Module, x: Tensor, target: Target, rule: Rule | None) -> Tensor:
     """:math:`\\partial y / \\partial x` (B, C, H, W), or (B, K, C, H, W) for a (B, K) target, by ``rule``."""
-    check_images(x)
-    warn_if_training(model)
+    check_call(model, x)
     parsed = parse_target(target, x.shape[0])
-    leaf = x.detach().requires_grad_()
+    leaf = x.detach().clone().requires_grad_()  # a copy: x may be an inference tensor, which cannot require grad
     with torch.enable_grad():
         if rule is None:
             output = model(leaf)
@@ -120,6 +122,7 @@ def input_gradients(model: nn.Module, x: Tensor, target: Target, rule: Rule | No
                     stacklevel=3,
                 )
         gradients = score_gradients(target_scores(parsed, output, x.shape[0]), leaf, "the input")
+    check_finite(gradients, "the gradients with respect to the input")
     return gradients if asks_k_per_image(parsed) else gradients[:, 0]
 
 

@@ -11,12 +11,12 @@ feature maps, and Grad-CAM keeps its positive part (Selvaraju et al. 2017, eq. 2
 The *counterfactual* map negates the gradients, hence the weights:
 :math:`L^c_{\text{cf}} = \mathrm{ReLU}(-S^c)`, the places whose evidence speaks against :math:`c`.
 For display the map is upsampled bilinearly to the input's size and min-max normalised to
-[0, 1]; an all-zero map stays zero.
+[0, 1]; a map that is constant at the layer's resolution (all zero: no positive evidence) comes
+out all zero.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .capture import capture
+from .checks import check_call, check_finite, check_images
 from .targets import Target, asks_k_per_image, check_range, parse_class_targets, parse_target, score_gradients, target_scores
 from .weights import grad_cam_pp_weights, grad_cam_weights
 
@@ -43,12 +44,23 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
 
 
-def normalize_maps(maps: Tensor) -> Tensor:
-    """Min-max normalise each map (..., H, W) to [0, 1]; a constant map becomes all zeros, never NaN."""
+def is_constant(maps: Tensor) -> Tensor:
+    """Whether each map (..., H, W) holds one value everywhere: a bool tensor of shape (...)."""
+    flat = maps.flatten(-2)
+    return flat.amax(dim=-1) == flat.amin(dim=-1)
+
+
+def normalize_maps(maps: Tensor, constant: Tensor | None = None) -> Tensor:
+    """Min-max normalise each map (..., H, W) to [0, 1]; a constant map becomes all zeros, never NaN.
+
+    ``constant`` (shape (...)) says which maps to treat as constant when that was decided before
+    resizing (see :func:`maps_from_weights`); by default it is decided on ``maps`` themselves.
+    """
     flat = maps.flatten(-2)
     low = flat.amin(dim=-1, keepdim=True)
     span = flat.amax(dim=-1, keepdim=True) - low
-    scaled = torch.where(span > 0, (flat - low) / span.where(span > 0, torch.ones_like(span)), torch.zeros_like(flat))
+    keep = (span > 0) & ~(is_constant(maps) if constant is None else constant)[..., None]
+    scaled = torch.where(keep, (flat - low) / span.where(span > 0, torch.ones_like(span)), torch.zeros_like(flat))
     return scaled.reshape(maps.shape)
 
 
@@ -57,12 +69,16 @@ def maps_from_weights(
 ) -> Tensor:
     """Weights (B, K, C) and activations -> signed map -> (counterfactual) -> ReLU -> resize -> normalise.
 
-    Returns (B, H, W), or (B, K, H, W) if K maps per image were asked for.
+    Returns (B, H, W), or (B, K, H, W) if K maps per image were asked for. Whether a map is
+    constant (all zero, say) is decided at the layer's resolution: bilinear weights that sum to 1
+    in exact arithmetic do not in floating point, so resizing a constant map adds differences of
+    one unit in the last place, which min-max normalisation would stretch into [0, 1].
     """
     signed = weighted_sum(weights, activations)
     maps = -signed if counterfactual else signed
     if relu:
         maps = maps.clamp(min=0)
+    constant = is_constant(maps)
     if size is not None:
         if size == "input":
             size = tuple(x.shape[-2:])
@@ -70,24 +86,8 @@ def maps_from_weights(
             raise ValueError(f"size must be 'input', None or a (height, width) pair of positive ints, got {size!r}")
         maps = upsample(maps, tuple(size))
     if normalize:
-        maps = normalize_maps(maps)
+        maps = normalize_maps(maps, constant)
     return maps if per_image_k else maps[:, 0]
-
-
-def check_images(x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor of images (B, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch of images (B, C, H, W), got shape {tuple(x.shape)}")
-
-
-def warn_if_training(model: nn.Module) -> None:
-    stochastic = (nn.modules.batchnorm._BatchNorm, nn.Dropout)
-    if model.training and any(isinstance(m, stochastic) for m in model.modules()):
-        warnings.warn(
-            "model is in training mode: BatchNorm and Dropout make maps depend on the batch and on chance; call model.eval()",
-            stacklevel=3,
-        )
 
 
 def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str) -> tuple[Tensor, Tensor, bool]:
@@ -96,13 +96,14 @@ def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Modul
     Gradients are taken with ``torch.autograd.grad`` down to the layer only. The K scores of a
     (B, K) target share the forward pass; each needs its own (small) backward through the layers above.
     """
-    check_images(x)
-    warn_if_training(model)
+    check_call(model, x)
     parsed = parse_target(target, x.shape[0])
     with capture(model, layer, stop_gradient=True) as cap, torch.enable_grad():
         output = model(x)
         activations = cap.require_activations()
         gradients = score_gradients(target_scores(parsed, output, x.shape[0]), activations, f"layer {cap.name!r}")
+    check_finite(activations, f"the activations of layer {cap.name!r}")
+    check_finite(gradients, f"the gradients at layer {cap.name!r}")
     return activations.detach(), gradients, asks_k_per_image(parsed)
 
 

@@ -4,10 +4,13 @@ Grad-CAM explains a scalar :math:`y` (a class logit :math:`y^c`, a word's score,
 score). Accepted forms of ``target`` for a batch of :math:`B` images:
 
 - an ``int`` :math:`c`: the same class for every image, scores :math:`y_b = f(x_b)_c`;
-- a sequence (or 1-D tensor) of :math:`B` ints: one class per image;
-- a 2-D (B, K) tensor or nested list: :math:`K` classes per image, giving :math:`K` maps per image
-  from one forward pass;
+- a sequence (or 1-D tensor or array) of :math:`B` ints: one class per image;
+- a 2-D (B, K) tensor, array or nested list: :math:`K` classes per image, giving :math:`K` maps
+  per image from one forward pass;
 - a callable ``f(model_output) -> Tensor[B]``: any differentiable scalar per image.
+
+Class indices are integers: Python ints, numpy integers, integer tensors or arrays. A float
+(even ``2.0``) or a bool is refused with an error, never truncated or read as 0 and 1.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,24 +33,45 @@ class ClassTargets:
     per_image_k: bool
 
 
-def parse_class_targets(target: Target, batch_size: int) -> ClassTargets:
-    """Validate an index-style ``target`` (not a callable) against the batch size."""
-    if isinstance(target, bool) or (isinstance(target, Tensor) and target.dtype == torch.bool):
-        raise TypeError("target must be class indices (int), not a bool")
-    if isinstance(target, int):
-        return ClassTargets(torch.full((batch_size, 1), target, dtype=torch.long), per_image_k=False)
+def contains_bool(target: object) -> bool:
+    """Whether a nested sequence holds a bool anywhere (numpy would silently read True as 1)."""
+    if isinstance(target, (bool, np.bool_)):
+        return True
+    if isinstance(target, np.ndarray):
+        return target.dtype == np.bool_
+    return isinstance(target, Sequence) and not isinstance(target, str) and any(contains_bool(t) for t in target)
+
+
+def as_index_tensor(target: object) -> Tensor:
+    """Class indices as a long tensor, from an int, numpy integers, or (nested) sequences of them.
+
+    Only integer types are accepted: a float (``2.7``, even ``2.0``) is refused rather than
+    truncated, and a bool is refused rather than read as 0 or 1.
+    """
     if isinstance(target, Tensor):
+        if target.dtype == torch.bool:
+            raise TypeError("target must be class indices (ints), not bools")
         if target.is_floating_point() or target.is_complex():
             raise TypeError(f"a target tensor must hold integer class indices, got dtype {target.dtype}")
-        indices = target.detach().to("cpu", torch.long)
-    elif isinstance(target, Sequence) and not isinstance(target, str):
-        try:
-            indices = torch.tensor(target, dtype=torch.long)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"target must be an int, B ints, or a (B, K) nested list of ints; got {target!r}") from error
-    else:
-        raise TypeError(f"target must be an int, a sequence of ints, a (B, K) tensor or a callable, got {type(target).__name__}")
+        return target.detach().to("cpu", torch.long)
+    if contains_bool(target):
+        raise TypeError(f"target must be class indices (ints), not bools; got {target!r}")
+    if not isinstance(target, (int, np.integer, np.ndarray, Sequence)) or isinstance(target, (str, bytes)):
+        raise TypeError(f"target must be an int, a sequence of ints, a (B, K) table or a callable, got {type(target).__name__}")
+    try:
+        array = np.asarray(target)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise TypeError(f"target must be an int, B ints, or a (B, K) table of ints; got {target!r}") from error
+    if array.size == 0:
+        return torch.zeros(array.shape, dtype=torch.long)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got {array.dtype} values: {target!r}")
+    return torch.from_numpy(array.astype(np.int64))
 
+
+def parse_class_targets(target: Target, batch_size: int) -> ClassTargets:
+    """Validate an index-style ``target`` (not a callable) against the batch size."""
+    indices = as_index_tensor(target)
     if indices.dim() == 0:
         return ClassTargets(indices.reshape(1, 1).expand(batch_size, 1), per_image_k=False)
     if indices.dim() > 2:
@@ -66,6 +91,12 @@ def check_range(indices: Tensor, num_classes: int) -> None:
 
 def class_scores(output: Tensor, targets: ClassTargets) -> Tensor:
     """Scores (B, K) picked from a (B, num_classes) output."""
+    if not isinstance(output, Tensor):
+        keys = f" with keys {list(output)}" if isinstance(output, dict) else ""
+        raise TypeError(
+            f"class-index targets need the model to return a (B, num_classes) tensor, it returned a {type(output).__name__}{keys}; "
+            "pass a callable target that picks the scores, e.g. target=lambda out: out[...][:, c]"
+        )
     if output.dim() != 2:
         raise ValueError(
             f"class-index targets need a (B, num_classes) output, the model returned shape {tuple(output.shape)}; "

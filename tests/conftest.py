@@ -45,6 +45,26 @@ def activations_and_gradients(model, x, layer_module, score_fn):
     return kept["A"].detach(), kept["A"].grad
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same random state, so every random input is reproducible."""
+    torch.manual_seed(0)
+
+
+def assert_close_in_ulps(actual, expected, ulps: float) -> None:
+    """Two computations of the same values that differ only in the order of floating-point operations.
+
+    Summing n terms in any order errs by at most about n units of the dtype's precision (eps) times
+    the magnitude of the terms (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002,
+    ch. 4), and CPUs' kernels (MKL on Intel, others on AMD; batch or thread count) pick the order.
+    So the tolerance is ``ulps * eps * max|expected|``, with ``ulps`` derived by each test from the
+    number of terms its computation sums; exact equality is kept for identical sequences of operations.
+    """
+    scale = float(expected.detach().abs().max())
+    assert scale > 0, "comparing against all zeros proves nothing"
+    torch.testing.assert_close(actual, expected, rtol=0, atol=ulps * torch.finfo(expected.dtype).eps * scale)
+
+
 @pytest.fixture(scope="session")
 def lite0():
     return models.efficientnet_lite0()
