@@ -45,6 +45,12 @@ OBJECT_CROPS: dict[str, Box] = {
     "coffee": (80, 0, 480, 400),  # cup and saucer
 }
 COFFEE_OBJECT: Box = (75, 15, 480, 390)  # cup and saucer in coffee.png
+# Two-object images for the experiments of notebooks 03 and 04: every photo with an object the
+# network recognises beside others, each order of chelsea and coffee, so left and right both occur.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("chelsea", "coffee"), ("coffee", "chelsea"), ("chelsea", "rocket"), ("rocket", "coffee"),
+    ("grace_hopper", "chelsea"), ("coffee", "grace_hopper"), ("rocket", "grace_hopper"),
+)
 
 
 def _image_paths() -> dict[str, Path]:

@@ -18,7 +18,7 @@ out all zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +90,17 @@ def maps_from_weights(
     return maps if per_image_k else maps[:, 0]
 
 
-def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str) -> tuple[Tensor, Tensor, bool]:
-    """One forward pass; activations A (B, C, h, w), gradients dy/dA (B, K, C, h, w), and whether K was asked for.
+class LayerGradients(NamedTuple):
+    """What one forward pass and K small backward passes give at a layer."""
+
+    activations: Tensor  # A (B, C, h, w)
+    gradients: Tensor  # dy/dA (B, K, C, h, w)
+    scores: Tensor  # y (B, K), the scores explained
+    per_image_k: bool  # whether the caller asked for K maps per image
+
+
+def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str) -> LayerGradients:
+    """One forward pass; activations A, the gradients of the scores y with respect to A, and y itself.
 
     Gradients are taken with ``torch.autograd.grad`` down to the layer only. The K scores of a
     (B, K) target share the forward pass; each needs its own (small) backward through the layers above.
@@ -101,10 +110,11 @@ def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Modul
     with capture(model, layer, stop_gradient=True) as cap, torch.enable_grad():
         output = model(x)
         activations = cap.require_activations()
-        gradients = score_gradients(target_scores(parsed, output, x.shape[0]), activations, f"layer {cap.name!r}")
+        scores = target_scores(parsed, output, x.shape[0])
+        gradients = score_gradients(scores, activations, f"layer {cap.name!r}")
     check_finite(activations, f"the activations of layer {cap.name!r}")
     check_finite(gradients, f"the gradients at layer {cap.name!r}")
-    return activations.detach(), gradients, asks_k_per_image(parsed)
+    return LayerGradients(activations.detach(), gradients, scores.detach(), asks_k_per_image(parsed))
 
 
 def grad_cam(
@@ -128,7 +138,7 @@ def grad_cam(
     The model's mode, parameters, their ``.grad`` and ``x`` are left as they were; no hook outlives
     the call. See :mod:`gradcam_lite.targets` for the forms of ``target``.
     """
-    activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
+    activations, gradients, _, per_image_k = layer_gradients(model, x, target, layer)
     weights = grad_cam_weights(gradients)
     return maps_from_weights(weights, activations, x, per_image_k, counterfactual=counterfactual, relu=relu, size=size, normalize=normalize)
 
@@ -136,13 +146,16 @@ def grad_cam(
 def grad_cam_pp(
     model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, *, relu: bool = True, size: Size = "input", normalize: bool = True
 ) -> Tensor:
-    r"""Grad-CAM++ maps: :math:`\mathrm{ReLU}(\sum_k w^c_k A^k)` with the weights of :func:`~gradcam_lite.weights.grad_cam_pp_weights`.
+    r"""Grad-CAM++ maps: :math:`\mathrm{ReLU}(\sum_k \beta^c_k A^k)` with the weights of :func:`~gradcam_lite.weights.grad_cam_pp_weights`.
 
     Same targets, shapes and options as :func:`grad_cam`.
     """
-    activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
+    activations, gradients, _, per_image_k = layer_gradients(model, x, target, layer)
     weights = grad_cam_pp_weights(gradients, gradients**2, gradients**3, activations)
     return maps_from_weights(weights, activations, x, per_image_k, relu=relu, size=size, normalize=normalize)
+
+
+SmoothAverage = Literal["derivatives", "powers", "maps"]
 
 
 def smooth_grad_cam_pp(
@@ -154,31 +167,54 @@ def smooth_grad_cam_pp(
     n_samples: int = 25,
     sigma: float = 0.5,
     generator: torch.Generator | None = None,
+    average: SmoothAverage = "derivatives",
     relu: bool = True,
     size: Size = "input",
     normalize: bool = True,
 ) -> Tensor:
-    r"""Smooth Grad-CAM++ (Omeiza et al. 2019).
+    r"""Smooth Grad-CAM++ (Omeiza et al. 2019): Grad-CAM++ with derivatives averaged over noisy copies of the input.
 
-    The gradient's first, second and third powers are averaged over ``n_samples`` copies
-    :math:`x + \epsilon`, :math:`\epsilon \sim \mathcal{N}(0, \sigma^2)` (``sigma`` in the units of
-    ``x``; for ImageNet-standardised images one unit is about one standard deviation of a pixel),
-    then the Grad-CAM++ weights are formed from those averages and applied to the activations of the
-    clean input. ``sigma = 0`` gives :func:`grad_cam_pp` exactly. Each sample costs one forward pass.
+    ``n_samples`` copies :math:`x + \epsilon_t`, :math:`\epsilon_t \sim \mathcal{N}(0, \sigma^2)`
+    (``sigma`` in the units of ``x``; for ImageNet-standardised images one unit is about one standard
+    deviation of a pixel), each with its score :math:`y_t` and gradient :math:`g_t` at the layer.
+    ``average`` says what is averaged:
+
+    - ``"derivatives"`` (the paper): the derivatives of the exponential score,
+      :math:`D^p = \frac{1}{n}\sum_t \exp(y_t)\, g_t^p` for p = 1, 2, 3, enter the Grad-CAM++ formula
+      with the clean image's activations. Samples with a higher score weigh more; the weights are
+      computed as :math:`\mathrm{softmax}_t(y_t)`, since a factor common to all samples only rescales the map.
+    - ``"powers"``: the plain averages of :math:`g_t, g_t^2, g_t^3` (no :math:`\exp(y_t)`; as torchcam does).
+    - ``"maps"``: the average of the n Grad-CAM++ maps of the noisy copies, each with its own
+      activations (as SmoothGrad averages gradients), normalised again if ``normalize``.
+
+    ``sigma = 0`` gives :func:`grad_cam_pp` for all three (up to rounding). Each sample costs one forward pass.
     """
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-    activations, gradients, per_image_k = layer_gradients(model, x, target, layer)
-    powers = [torch.zeros_like(gradients) for _ in range(3)]
+    if average not in ("derivatives", "powers", "maps"):
+        raise ValueError(f"average must be 'derivatives', 'powers' or 'maps', got {average!r}")
+    clean = layer_gradients(model, x, target, layer)
+    samples = []
     for _ in range(n_samples):
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * sigma
-        _, noisy, _ = layer_gradients(model, x + noise, target, layer)
-        for power, total in enumerate(powers, start=1):
-            total += noisy**power / n_samples
-    weights = grad_cam_pp_weights(*powers, activations)
-    return maps_from_weights(weights, activations, x, per_image_k, relu=relu, size=size, normalize=normalize)
+        samples.append(layer_gradients(model, x + noise, target, layer))
+    options = dict(relu=relu, size=size, normalize=normalize)
+    if average == "maps":
+        maps = [maps_from_weights(grad_cam_pp_weights(s.gradients, s.gradients**2, s.gradients**3, s.activations), s.activations, x, True, **options) for s in samples]
+        mean = torch.stack(maps).mean(dim=0)
+        mean = normalize_maps(mean) if normalize else mean
+        return mean if clean.per_image_k else mean[:, 0]
+    gradients = torch.stack([s.gradients for s in samples])  # (n, B, K, C, h, w)
+    if average == "derivatives":
+        weights = torch.stack([s.scores for s in samples]).softmax(dim=0)  # (n, B, K)
+    else:
+        weights = torch.full(gradients.shape[:3], 1 / n_samples, dtype=gradients.dtype, device=gradients.device)
+    weights = weights[..., None, None, None]
+    powers = [(weights * gradients**p).sum(dim=0) for p in (1, 2, 3)]
+    betas = grad_cam_pp_weights(*powers, clean.activations)
+    return maps_from_weights(betas, clean.activations, x, clean.per_image_k, **options)
 
 
 def cam(features: Tensor, fc_weight: Tensor, target: int | Sequence[int] | Sequence[Sequence[int]] | Tensor) -> Tensor:

@@ -14,7 +14,10 @@ image's pixels to the map's.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
@@ -49,7 +52,7 @@ def box_share(saliency: Tensor, box: Box, image_size: tuple[int, int]) -> float:
     return float(saliency[mask.to(saliency.device)].sum() / total)
 
 
-# --- deletion: remove the top of a map and watch the class probability -------------------------
+# --- deletion: remove the top of a map and watch the class score ---------------------------------
 
 
 def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:
@@ -61,6 +64,16 @@ def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:
     mask = torch.zeros(saliency.numel(), dtype=torch.bool, device=saliency.device)
     mask[order[:count]] = True
     return mask.reshape(saliency.shape)
+
+
+def random_smooth_map(size: tuple[int, int], resolution: int = 7, generator: torch.Generator | None = None) -> Tensor:
+    """A control map (H, W): uniform noise on a ``resolution`` x ``resolution`` grid, upsampled bilinearly.
+
+    Its top fraction is a random region as large and as coarse as the top of a Grad-CAM map of that
+    resolution, so removing it controls for *how much* and *how blob-like* a removal is, not *where*.
+    """
+    coarse = torch.rand(1, 1, resolution, resolution, generator=generator)
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)[0, 0]
 
 
 def blurred(x: Tensor, sigma: float = 10.0) -> Tensor:
@@ -81,11 +94,30 @@ def remove_region(x: Tensor, mask: Tensor, baseline: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def deletion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor) -> Tensor:
-    """:math:`p(c)` after removing the top ``f`` of the map, for each f in ``fractions``: one image (1, C, H, W)."""
+def logits_after_removal(model: torch.nn.Module, x: Tensor, saliency: Tensor, fraction: float, baseline: Tensor) -> Tensor:
+    """The logits (N, classes) of one image (1, C, H, W) after removing the top ``fraction`` of each of N maps (N, H, W)."""
+    masks = torch.stack([top_fraction_mask(m, fraction) for m in saliency])
+    return model(remove_region(x.expand(len(masks), -1, -1, -1), masks, baseline.expand(len(masks), -1, -1, -1)))
+
+
+class DeletionCurve(NamedTuple):
+    """The class score :math:`y^c` (the logit Grad-CAM explains) and :math:`p(c)` beside it, one value per fraction."""
+
+    score: Tensor
+    probability: Tensor
+
+
+@torch.no_grad()
+def deletion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor) -> DeletionCurve:
+    """:math:`y^c` and :math:`p(c)` after removing the top ``f`` of the map, for each f in ``fractions``: one image (1, C, H, W).
+
+    Grad-CAM explains the logit :math:`y^c`, so that is the effect to read; :math:`p(c)` also moves
+    when *other* classes' logits move (a competitor removed raises :math:`p(c)` with :math:`y^c` unchanged).
+    """
     masks = torch.stack([top_fraction_mask(saliency, float(f)) for f in fractions])
     images = remove_region(x.expand(len(masks), -1, -1, -1), masks, baseline.expand(len(masks), -1, -1, -1))
-    return model(images).softmax(dim=1)[:, target]
+    logits = model(images)
+    return DeletionCurve(logits[:, target], logits.softmax(dim=1)[:, target])
 
 
 def box_coverage(saliency: Tensor, box: Box, image_size: tuple[int, int], threshold: float = 0.5) -> float:
@@ -97,7 +129,10 @@ def box_coverage(saliency: Tensor, box: Box, image_size: tuple[int, int], thresh
 
 
 def rank_correlation(first: Tensor, second: Tensor) -> float:
-    """Spearman's rank correlation of two maps' pixels (``scipy.stats.spearmanr``).
+    r"""Spearman's rank correlation :math:`\rho` of two maps' pixels (``scipy.stats.spearmanr``).
+
+    :math:`\rho` is Pearson's correlation of the pixels' *ranks*: 1 when the two maps order the pixels
+    alike (whatever their scales), 0 when their orders are unrelated, -1 when one reverses the other.
 
     A constant map (an all-zero Grad-CAM, say) has no order to compare: its correlation is 0.
     """

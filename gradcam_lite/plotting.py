@@ -2,6 +2,11 @@
 
 The overlay is :math:`(1 - a) \\cdot \\text{image} + a \\cdot \\text{colormap}(L)`, with the map
 resized bilinearly to the photo's size so it can be shown over the full-resolution original.
+Colour carries a value, so every picture can carry a colour bar, and the default colour map,
+``inferno``, is perceptually uniform: equal steps of the map look like equal steps of colour
+(``jet``, the paper's, is available with ``cmap="jet"`` but invents edges where its hue changes).
+A *signed* map (:math:`S^c`, before the ReLU) is drawn with a diverging colour map centred at 0,
+red for evidence for the class and blue for evidence against it, each side scaled to its own extreme.
 A gradient image (guided backpropagation, deconvnet) is shown as :math:`0.5 + g / (2 q)`, clipped
 to [0, 1], with :math:`q` the 99th percentile of :math:`|g|`: grey is zero, and the scale is set by the
 bulk of the values rather than by a few extreme pixels.
@@ -16,6 +21,9 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
@@ -23,6 +31,8 @@ from torch import Tensor
 from .maps import upsample
 
 ImageLike = Image.Image | np.ndarray | Tensor
+DEFAULT_CMAP = "inferno"
+SIGNED_CMAP = "RdBu_r"
 
 
 def image_array(image: ImageLike) -> np.ndarray:
@@ -39,7 +49,7 @@ def image_array(image: ImageLike) -> np.ndarray:
     return array / 255.0 if array.max() > 1.0 else array
 
 
-def overlay(image: ImageLike, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def overlay(image: ImageLike, saliency: Tensor, alpha: float = 0.5, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     """Blend a map (H', W') in [0, 1] over ``image``: an (H, W, 3) array in [0, 1]."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -51,11 +61,40 @@ def overlay(image: ImageLike, saliency: Tensor, alpha: float = 0.5, cmap: str = 
     return (1 - alpha) * photo + alpha * heat
 
 
-def show_overlay(ax: Axes, image: ImageLike, saliency: Tensor, title: str = "", alpha: float = 0.5, cmap: str = "jet") -> Axes:
-    """Draw :func:`overlay` on ``ax`` without ticks."""
+def add_colorbar(ax: Axes | Sequence[Axes], cmap: str = DEFAULT_CMAP, label: str = "map value (normalised)", norm: Normalize | None = None) -> Colorbar:
+    """A colour bar beside ``ax`` (or shared by several axes) for values drawn with ``cmap`` and ``norm`` (default [0, 1])."""
+    axes = [ax] if isinstance(ax, Axes) else list(ax)
+    mappable = ScalarMappable(norm=norm or Normalize(0, 1), cmap=cmap)
+    return axes[0].figure.colorbar(mappable, ax=axes, fraction=0.046, pad=0.02, label=label)
+
+
+def show_overlay(
+    ax: Axes, image: ImageLike, saliency: Tensor, title: str = "", alpha: float = 0.5, cmap: str = DEFAULT_CMAP, colorbar: bool = False
+) -> Axes:
+    """Draw :func:`overlay` on ``ax`` without ticks, with a colour bar if asked."""
     ax.imshow(overlay(image, saliency, alpha, cmap))
     ax.set_title(title, fontsize=10)
     ax.axis("off")
+    if colorbar:
+        add_colorbar(ax, cmap)
+    return ax
+
+
+def show_signed(ax: Axes, image: ImageLike, signed: Tensor, title: str = "", alpha: float = 0.6, label: str = "signed map $S^c$") -> Axes:
+    """A signed map (H', W') over ``image``: diverging colours centred at 0, each side scaled to its extreme, with a colour bar."""
+    if signed.dim() != 2:
+        raise ValueError(f"show_signed takes one (H, W) map, got shape {tuple(signed.shape)}")
+    photo = image_array(image)
+    resized = upsample(signed.detach().float().cpu(), photo.shape[:2]).numpy()
+    low, high = min(float(resized.min()), -1e-12), max(float(resized.max()), 1e-12)
+    norm = TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=high)
+    ax.imshow(photo.mean(axis=2), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(resized, cmap=SIGNED_CMAP, norm=norm, alpha=alpha)
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    colorbar = add_colorbar(ax, SIGNED_CMAP, label, norm)
+    colorbar.set_ticks([low, low / 2, 0.0, high / 2, high])  # the default locator leaves the shorter side bare
+    colorbar.ax.yaxis.set_major_formatter("{x:.2g}")
     return ax
 
 
@@ -73,10 +112,11 @@ def plot_maps(
     titles: Sequence[str] | None = None,
     ncols: int = 4,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = DEFAULT_CMAP,
     panel_size: float = 3.0,
+    colorbar: bool = True,
 ) -> Figure:
-    """A grid of overlays: one image for all maps, or one image per map."""
+    """A grid of overlays: one image for all maps, or one image per map; one colour bar for the grid."""
     map_list = list(maps) if not isinstance(maps, Tensor) or maps.dim() == 3 else [maps]
     image_list = list(images) if isinstance(images, Sequence) else [images] * len(map_list)
     if len(image_list) != len(map_list):
@@ -92,8 +132,9 @@ def plot_maps(
         else:
             ax.axis("off")
     fig.tight_layout()
+    if colorbar:
+        add_colorbar(list(axes.flat), cmap)
     return fig
-
 
 
 def gradient_image(gradient: Tensor, percentile: float = 99.0) -> np.ndarray:

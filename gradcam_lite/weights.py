@@ -13,19 +13,23 @@ averaging all gradients alike:
 
 .. math::
 
-    w^c_k = \sum_{i,j} a^{kc}_{ij}\, \mathrm{ReLU}(g^k_{ij}), \qquad
+    \beta^c_k = \sum_{i,j} a^{kc}_{ij}\, \mathrm{ReLU}(g^k_{ij}), \qquad
     a^{kc}_{ij} = \frac{(g^k_{ij})^2}{2 (g^k_{ij})^2 + \big(\sum_{a,b} A^k_{ab}\big) (g^k_{ij})^3},
 
-with :math:`g = \partial S^c / \partial A` and :math:`a = 0` where the denominator is 0. The
-closed form comes from the exponential score :math:`Y^c = \exp(S^c)`: for a piecewise-linear
-network the second and third derivatives of :math:`S^c` vanish, so
-:math:`\partial^n Y^c / \partial A^n = \exp(S^c)\, g^n`. The factor :math:`\exp(S^c)` cancels in
-:math:`a` and multiplies every :math:`w^c_k` alike, so it only rescales the map, which
-normalisation removes; the code therefore never forms :math:`\exp(S^c)`. Note the *channel's
+with :math:`g = \partial y^c / \partial A` and :math:`a = 0` where the denominator is 0. The
+closed form comes from the exponential score :math:`\exp(y^c)`: for a piecewise-linear network
+the second and third derivatives of :math:`y^c` vanish, so
+:math:`\partial^n \exp(y^c) / \partial A^n = \exp(y^c)\, g^n`. The factor :math:`\exp(y^c)` cancels in
+:math:`a` and multiplies every :math:`\beta^c_k` alike, so it only rescales the map, which
+normalisation removes; the code therefore never forms :math:`\exp(y^c)`. Note the *channel's
 total activation* :math:`\sum_{ab} A^k_{ab}` times :math:`g^3` at :math:`(i, j)`, as in the paper and
 its authors' code; summing :math:`A^k_{ab} g^3_{ab}` instead differs wherever the gradient varies in
-space. Smooth Grad-CAM++ (Omeiza et al. 2019) replaces :math:`g, g^2, g^3` by their averages over
-noisy copies of the input.
+space. The derivation assumes non-negative activations (a layer after a ReLU): then the
+denominator :math:`g^2 (2 + g \sum_{ab} A^k_{ab})` is positive wherever :math:`g > 0` and every
+:math:`\beta^c_k \ge 0`. Where activations can be negative (an MBConv block ends in a linear
+projection), a channel with :math:`g \sum_{ab} A^k_{ab} < -2` gets :math:`a < 0`, so :math:`\beta^c_k < 0`.
+Smooth Grad-CAM++ (Omeiza et al. 2019) replaces :math:`g, g^2, g^3` by averages over noisy copies
+of the input (:func:`gradcam_lite.maps.smooth_grad_cam_pp`).
 
 CAM (Zhou et al. 2016) needs no gradient: on a network that ends in global average pooling and a
 linear layer, the weights are the linear layer's own, :math:`w^c_k`, and then
@@ -44,10 +48,10 @@ def grad_cam_weights(gradients: Tensor) -> Tensor:
 
 
 def grad_cam_pp_weights(g1: Tensor, g2: Tensor, g3: Tensor, activations: Tensor) -> Tensor:
-    """Grad-CAM++ weights (B, K, C) from the first, second and third powers of the gradient (B, K, C, H, W)
+    """Grad-CAM++ weights :math:`\\beta` (B, K, C) from the first, second and third powers of the gradient (B, K, C, H, W)
     (or their averages, for Smooth Grad-CAM++) and the activations (B, C, H, W)."""
     total = activations.sum(dim=(-2, -1), keepdim=True).unsqueeze(1)
     denominator = 2 * g2 + total * g3
     nonzero = denominator != 0
-    alpha = torch.where(nonzero, g2 / torch.where(nonzero, denominator, torch.ones_like(denominator)), torch.zeros_like(g2))
-    return (alpha * g1.clamp(min=0)).sum(dim=(-2, -1))
+    pixel_weights = torch.where(nonzero, g2 / torch.where(nonzero, denominator, torch.ones_like(denominator)), torch.zeros_like(g2))
+    return (pixel_weights * g1.clamp(min=0)).sum(dim=(-2, -1))

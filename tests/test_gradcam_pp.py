@@ -64,24 +64,66 @@ def test_smooth_with_zero_noise_is_grad_cam_pp():
     assert_close_in_ulps(smooth, grad_cam_pp(model, x, [0, 4], "features.1"), ulps=16)
 
 
-def test_smooth_averages_powers_of_noisy_gradients():
-    """Independent: draw the same noise, collect g per sample, average g, g^2, g^3, then the formula."""
+def noisy_samples(model, x, n, sigma, seed, target):
+    """Independent: the same noise draws as the engine, each sample's score y_t and gradient g_t at features.1."""
+    generator = torch.Generator().manual_seed(seed)
+    noises = [torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma for _ in range(n)]
+    grads = [activations_and_gradients(model, x + e, model.features[1], lambda out: out[:, target])[1][0].numpy() for e in noises]
+    with torch.no_grad():
+        scores = np.array([float(model(x + e)[0, target]) for e in noises])
+    return noises, grads, scores
+
+
+def formula(g1, g2, g3, A):
+    total = A.sum(axis=(1, 2), keepdims=True)
+    denominator = 2 * g2 + total * g3
+    a = np.divide(g2, denominator, out=np.zeros_like(denominator), where=denominator != 0)
+    weights = (a * np.maximum(g1, 0)).sum(axis=(1, 2))
+    return np.maximum((weights[:, None, None] * A).sum(axis=0), 0)
+
+
+@pytest.mark.parametrize("average", ["derivatives", "powers"])
+def test_smooth_averages_derivatives_of_noisy_samples(average):
+    """'derivatives': D^p = mean_t exp(y_t) g_t^p (Omeiza et al.); 'powers': mean_t g_t^p. Then the formula."""
     model = make_gapnet()
     x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     n, sigma = 4, 0.3
-    generator = torch.Generator().manual_seed(7)
-    noises = [torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma for _ in range(n)]
-    grads = [activations_and_gradients(model, x + e, model.features[1], lambda out: out[:, 3])[1][0].numpy() for e in noises]
-    A = model.features[:2](x)[0].detach().numpy()
-    g1, g2, g3 = (sum(g**p for g in grads) / n for p in (1, 2, 3))
-    total = A.sum(axis=(1, 2), keepdims=True)
-    denominator = 2 * g2 + total * g3
-    alpha = np.divide(g2, denominator, out=np.zeros_like(denominator), where=denominator != 0)
-    weights = (alpha * np.maximum(g1, 0)).sum(axis=(1, 2))
-    expected = np.maximum((weights[:, None, None] * A).sum(axis=0), 0)
-    got = smooth_grad_cam_pp(model, x, 3, "features.1", n_samples=n, sigma=sigma, generator=torch.Generator().manual_seed(7), **RAW)
-    assert_close_in_ulps(got[0], torch.from_numpy(expected), ulps=2 * (36 + 8))  # Z = 36 positions, C = 8 channels
-    assert not np.allclose(expected, grad_cam_pp(model, x, 3, "features.1", **RAW)[0].numpy())
+    _, grads, scores = noisy_samples(model, x, n, sigma, seed=7, target=3)
+    weights = np.exp(scores) / n if average == "derivatives" else np.full(n, 1 / n)
+    g1, g2, g3 = (sum(w * g**p for w, g in zip(weights, grads)) for p in (1, 2, 3))
+    expected = formula(g1, g2, g3, model.features[:2](x)[0].detach().numpy())
+    got = smooth_grad_cam_pp(model, x, 3, "features.1", n_samples=n, sigma=sigma, generator=torch.Generator().manual_seed(7), average=average, **RAW)
+    # the engine divides the weights by their sum (a common factor), which rescales the raw map by that sum
+    scale = weights.sum()
+    assert_close_in_ulps(got[0] * scale, torch.from_numpy(expected), ulps=4 * (36 + 8 + n))  # Z = 36, C = 8, n samples
+    assert not np.allclose(expected / scale, grad_cam_pp(model, x, 3, "features.1", **RAW)[0].numpy())
+
+
+def test_smooth_average_of_maps_is_the_mean_of_noisy_grad_cam_pp_maps():
+    model = make_gapnet()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(5)
+    noises = [torch.randn(x.shape, generator=generator, dtype=x.dtype) * 0.4 for _ in range(3)]
+    expected = torch.stack([grad_cam_pp(model, x + e, [1, 2], "features.1") for e in noises]).mean(dim=0)
+    low, high = expected.amin(dim=(1, 2), keepdim=True), expected.amax(dim=(1, 2), keepdim=True)
+    got = smooth_grad_cam_pp(model, x, [1, 2], "features.1", n_samples=3, sigma=0.4, generator=torch.Generator().manual_seed(5), average="maps")
+    assert_close_in_ulps(got, (expected - low) / (high - low), ulps=16)
+
+
+def test_the_three_averages_differ_and_agree_without_noise():
+    model = make_gapnet()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    runs = {
+        average: [smooth_grad_cam_pp(model, x, 3, "features.1", n_samples=4, sigma=sigma, generator=torch.Generator().manual_seed(2), average=average) for sigma in (0.0, 0.8)]
+        for average in ("derivatives", "powers", "maps")
+    }
+    plain = grad_cam_pp(model, x, 3, "features.1")
+    for average, (quiet, noisy) in runs.items():
+        assert_close_in_ulps(quiet, plain, ulps=64)
+    noisy = [runs[a][1] for a in runs]
+    assert not torch.allclose(noisy[0], noisy[1]) and not torch.allclose(noisy[0], noisy[2])
+    with pytest.raises(ValueError, match="average must be"):
+        smooth_grad_cam_pp(model, x, 3, "features.1", average="mean")
 
 
 def test_smooth_is_reproducible_with_a_generator_and_checks_arguments():

@@ -4,7 +4,7 @@ import torch
 from matplotlib import colormaps
 
 from gradcam_lite.metrics import box_coverage, box_mask, box_share, rank_correlation
-from gradcam_lite.plotting import gradient_image, overlay, plot_maps
+from gradcam_lite.plotting import DEFAULT_CMAP, gradient_image, overlay, plot_maps, show_signed
 
 
 def test_uniform_map_share_is_box_area_fraction():
@@ -37,9 +37,11 @@ def test_overlay_blends_image_and_colormap():
     image = np.full((8, 6, 3), 0.25)
     saliency = torch.linspace(0, 1, 8 * 6).reshape(8, 6)
     np.testing.assert_allclose(overlay(image, saliency, alpha=0.0), image)
-    heat = colormaps["jet"](saliency.numpy())[..., :3]
-    np.testing.assert_allclose(overlay(image, saliency, alpha=1.0), heat, atol=1e-6)
-    np.testing.assert_allclose(overlay(image, saliency, alpha=0.5), 0.5 * image + 0.5 * heat, atol=1e-6)
+    for cmap in (DEFAULT_CMAP, "jet"):
+        heat = colormaps[cmap](saliency.numpy())[..., :3]
+        np.testing.assert_allclose(overlay(image, saliency, alpha=1.0, cmap=cmap), heat, atol=1e-6)
+        np.testing.assert_allclose(overlay(image, saliency, alpha=0.5, cmap=cmap), 0.5 * image + 0.5 * heat, atol=1e-6)
+    assert DEFAULT_CMAP != "jet"
     with pytest.raises(ValueError, match="alpha"):
         overlay(image, saliency, alpha=2)
 
@@ -47,10 +49,26 @@ def test_overlay_blends_image_and_colormap():
 def test_plot_maps_grid():
     image = np.zeros((16, 16, 3))
     fig = plot_maps(image, torch.rand(5, 4, 4), titles=list("abcde"), ncols=3)
-    axes = fig.get_axes()
-    assert len(axes) == 6 and [a.get_title() for a in axes[:5]] == list("abcde") and not axes[5].images
+    *panels, colorbar = fig.get_axes()
+    assert len(panels) == 6 and [a.get_title() for a in panels[:5]] == list("abcde") and not panels[5].images
+    assert colorbar.get_ylim() == (0.0, 1.0)
+    assert len(plot_maps(image, torch.rand(5, 4, 4), ncols=3, colorbar=False).get_axes()) == 6
     with pytest.raises(ValueError, match="2 images for 5 maps"):
         plot_maps([image, image], torch.rand(5, 4, 4))
+
+
+def test_signed_map_is_centred_at_zero_with_each_side_to_its_extreme():
+    import matplotlib.pyplot as plt
+
+    signed = torch.tensor([[-1.0, 0.0], [2.0, 4.0]])
+    fig, ax = plt.subplots()
+    show_signed(ax, np.zeros((2, 2, 3)), signed)
+    norm = ax.images[1].norm
+    assert (norm.vmin, norm.vcenter, norm.vmax) == (-1.0, 0.0, 4.0)
+    assert float(norm(0.0)) == 0.5 and float(norm(-1.0)) == 0.0 and float(norm(4.0)) == 1.0
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one \\(H, W\\) map"):
+        show_signed(ax, np.zeros((2, 2, 3)), signed[None])
 
 
 def test_box_coverage_counts_box_pixels_above_threshold():
