@@ -152,6 +152,27 @@ def verify_manifest() -> list[str]:
     return problems
 
 
+MODELS_DIR = DATA_DIR / "models"
+
+
+def verified_checkpoint(name: str) -> Path:
+    """The path of ``data/models/<name>.pt`` after checking it against ``data/SHA256SUMS``.
+
+    A missing or changed file is an error that names the command rebuilding it.
+    """
+    path = MODELS_DIR / f"{name}.pt"
+    relative = path.relative_to(DATA_DIR).as_posix()
+    rebuild = f"python -m gradcam_lite.train {name}"
+    if not path.exists():
+        raise FileNotFoundError(f"{relative} is missing; run `{rebuild}` to train it")
+    listed = dict(reversed(line.split("  ", 1)) for line in MANIFEST.read_text().splitlines() if line)
+    if relative not in listed:
+        raise ValueError(f"{relative} has no checksum in data/SHA256SUMS; run `{rebuild}`, which writes both")
+    if sha256(path) != listed[relative]:
+        raise ValueError(f"{relative} does not match its checksum in data/SHA256SUMS (a partial or edited file?); run `{rebuild}` to rebuild it")
+    return path
+
+
 def package_original(name: str) -> Path:
     """Where the original of a copied photo lies inside its installed package."""
     package, relative = PACKAGE_PHOTOS[name]

@@ -9,7 +9,13 @@ The *box share* of a non-negative map :math:`L` is the fraction of its mass insi
 
 A map spread evenly over the image scores the box's area fraction; a map entirely on the object
 scores 1. A pixel belongs to the box when its centre does, after scaling the box from the
-image's pixels to the map's.
+image's pixels to the map's. With a pixel mask :math:`M` instead of a box, the *mask share* is the same
+fraction over :math:`M`.
+
+The *pointing game* (Zhang et al., *Top-down Neural Attention by Excitation Backprop*, 2016) scores a
+hit when the map's maximum lies on the object, within a tolerance of 15 pixels at 224 x 224
+(:func:`pointing_tolerance` scales it to other sizes). Its baselines: the image's centre point, and
+a uniformly random point, which hits with probability equal to the tolerant mask's area fraction.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import distance_transform_edt
 from scipy.stats import spearmanr
 from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
@@ -53,6 +60,39 @@ def box_share(saliency: Tensor, box: Box, image_size: tuple[int, int]) -> float:
 
 
 # --- deletion: remove the top of a map and watch the class score ---------------------------------
+
+
+def mask_share(saliency: Tensor, mask: Tensor) -> float:
+    """The fraction of a non-negative map's mass (H, W) inside a boolean mask of the same size; 0 for an all-zero map."""
+    if saliency.shape != mask.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask_share needs a boolean mask of the map's shape {tuple(saliency.shape)}, got {mask.dtype} {tuple(mask.shape)}")
+    if bool((saliency < 0).any()):
+        raise ValueError("mask_share needs a non-negative map")
+    total = float(saliency.sum())
+    return float(saliency[mask].sum()) / total if total > 0 else 0.0
+
+
+def pointing_tolerance(size: int) -> float:
+    """The pointing game's tolerance, 15 pixels at 224, scaled to an image of ``size`` pixels."""
+    return 15 * size / 224
+
+
+def tolerant_mask(mask: Tensor, tolerance: float) -> Tensor:
+    """The pixels within ``tolerance`` (Euclidean distance) of a boolean mask (H, W)."""
+    if not bool(mask.any()):
+        raise ValueError("the mask is empty: there is no object to point at")
+    distance = distance_transform_edt(~mask.cpu().numpy())
+    return torch.from_numpy(distance <= tolerance).to(mask.device)
+
+
+def pointing_hit(saliency: Tensor, mask: Tensor, tolerance: float) -> bool:
+    """Does the map's maximum (the first, if several) lie within ``tolerance`` pixels of the mask? A constant map points nowhere: a miss."""
+    if saliency.shape != mask.shape:
+        raise ValueError(f"map {tuple(saliency.shape)} and mask {tuple(mask.shape)} differ in shape")
+    if float(saliency.max()) == float(saliency.min()):
+        return False
+    row, col = divmod(int(saliency.argmax()), saliency.shape[1])
+    return bool(tolerant_mask(mask, tolerance)[row, col])
 
 
 def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:

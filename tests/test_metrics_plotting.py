@@ -98,3 +98,25 @@ def test_rank_correlation_closed_forms():
     assert rank_correlation(torch.zeros(2, 2), a) == 0.0
     with pytest.raises(ValueError, match="different shapes"):
         rank_correlation(a, torch.zeros(3))
+
+
+def test_mask_share_and_pointing_game_by_hand():
+    from gradcam_lite.metrics import mask_share, pointing_hit, pointing_tolerance, tolerant_mask
+
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[2:4, 2:4] = True
+    saliency = torch.zeros(10, 10)
+    saliency[2, 2], saliency[8, 8] = 3.0, 1.0
+    assert mask_share(saliency, mask) == 0.75 and mask_share(torch.zeros(10, 10), mask) == 0.0
+    assert pointing_hit(saliency, mask, tolerance=0)
+    far = torch.zeros(10, 10)
+    far[6, 3] = 1.0  # 3 rows below the mask's last row
+    assert not pointing_hit(far, mask, tolerance=2.9) and pointing_hit(far, mask, tolerance=3.0)
+    assert not pointing_hit(torch.ones(10, 10), mask, tolerance=5)  # a constant map points nowhere
+    assert pointing_tolerance(224) == 15 and pointing_tolerance(64) == pytest.approx(15 * 64 / 224)
+    # within distance 1 of a 2 x 2 square: the square and its 4 x 2 edge neighbours (corners are sqrt(2) away)
+    assert int(tolerant_mask(mask, 1.0).sum()) == 4 + 8
+    with pytest.raises(ValueError, match="boolean mask"):
+        mask_share(saliency, mask.float())
+    with pytest.raises(ValueError, match="empty"):
+        tolerant_mask(torch.zeros(3, 3, dtype=torch.bool), 1.0)

@@ -1,0 +1,1 @@
+"""Generated worlds with ground truth, for the notebooks beyond classification (07-10)."""

@@ -1,0 +1,158 @@
+r"""A world of coloured shapes on a textured background, where every caption and answer is known.
+
+In the spirit of CLEVR and Sort-of-CLEVR: a scene is a :data:`IMAGE_SIZE` x :data:`IMAGE_SIZE`
+RGB image (64 x 64 pixels) holding 1 to 3 non-overlapping objects, each a ``shape``
+(:data:`SHAPES`) of a ``colour`` (:data:`COLOURS`) and a ``size`` (:data:`SIZES`), with its box and
+its pixel mask. The background is grey with a smooth random texture plus pixel noise, so that a
+map cannot find the objects merely by looking for flat colour.
+
+The caption names the objects from left to right (by the centre of their boxes, at least
+:data:`MIN_GAP` pixels apart, so the order is never ambiguous): "a small red circle and a large
+blue square".
+
+Everything is a function of a seed: scene ``s`` is drawn from ``numpy.random.default_rng(s)``.
+Training, validation and test scenes come from the disjoint seed ranges of :data:`SPLITS`.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from skimage.draw import disk, polygon
+from skimage.measure import find_contours
+from torch import Tensor
+
+IMAGE_SIZE = 64
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"red": (0.85, 0.15, 0.12), "green": (0.15, 0.70, 0.20), "blue": (0.15, 0.30, 0.90), "yellow": (0.92, 0.85, 0.15)}
+SIZES = {"small": 10, "large": 18}  # side of the bounding square, in pixels
+MAX_OBJECTS = 3
+MIN_GAP = 4  # the centres of two objects differ by at least this many pixels horizontally
+SPLITS = {"train": range(0, 1_000_000), "validation": range(1_000_000, 1_010_000), "test": range(2_000_000, 2_010_000)}
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str
+    colour: str
+    size: str
+    box: Box
+    mask: Tensor  # (H, W) bool
+
+    @property
+    def words(self) -> tuple[str, str, str]:
+        return (self.size, self.colour, self.shape)
+
+
+@dataclass(frozen=True)
+class Scene:
+    seed: int
+    image: Tensor  # (3, H, W) float32 in [0, 1]
+    objects: tuple[ShapeObject, ...]  # left to right
+
+    @property
+    def caption(self) -> str:
+        return " and ".join("a " + " ".join(o.words) for o in self.objects)
+
+
+def shape_mask(shape: str, box: Box) -> np.ndarray:
+    """The pixels of ``shape`` drawn to fill ``box``, as an (H, W) bool array."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
+    if shape == "circle":
+        rows, cols = disk(((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2), (x1 - x0) / 2, shape=mask.shape)
+    elif shape == "square":
+        rows, cols = polygon([y0, y0, y1 - 1, y1 - 1], [x0, x1 - 1, x1 - 1, x0], shape=mask.shape)
+    elif shape == "triangle":
+        rows, cols = polygon([y1 - 1, y0, y1 - 1], [x0, (x0 + x1 - 1) / 2, x1 - 1], shape=mask.shape)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; the world has {SHAPES}")
+    mask[rows, cols] = True
+    return mask
+
+
+def background(rng: np.random.Generator) -> np.ndarray:
+    """Grey with a smooth random texture (a 4 x 4 grid of offsets, upsampled) and pixel noise: (H, W, 3)."""
+    coarse = torch.from_numpy(rng.normal(0.0, 0.06, size=(1, 3, 4, 4)).astype(np.float32))
+    texture = F.interpolate(coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
+    noise = rng.normal(0.0, 0.03, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+    return 0.5 + texture + noise
+
+
+def place_boxes(rng: np.random.Generator, sizes: list[int]) -> list[Box] | None:
+    """Non-overlapping boxes (with a one-pixel margin) whose centres differ by >= MIN_GAP in x, or None."""
+    boxes: list[Box] = []
+    for side in sizes:
+        for _ in range(50):
+            x0, y0 = (int(v) for v in rng.integers(1, IMAGE_SIZE - side, size=2))
+            box = (x0, y0, x0 + side, y0 + side)
+            apart = all(box[2] + 1 <= b[0] or b[2] + 1 <= box[0] or box[3] + 1 <= b[1] or b[3] + 1 <= box[1] for b in boxes)
+            distinct = all(abs((box[0] + box[2]) - (b[0] + b[2])) >= 2 * MIN_GAP for b in boxes)
+            if apart and distinct:
+                boxes.append(box)
+                break
+        else:
+            return None
+    return boxes
+
+
+def make_scene(seed: int) -> Scene:
+    """The scene of one seed."""
+    rng = np.random.default_rng(seed)
+    while True:
+        n = int(rng.integers(1, MAX_OBJECTS + 1))
+        attributes = [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], list(SIZES)[rng.integers(len(SIZES))]) for _ in range(n)]
+        boxes = place_boxes(rng, [SIZES[size] for _, _, size in attributes])
+        if boxes is not None:
+            break
+    image = background(rng)
+    objects = []
+    for (shape, colour, size), box in zip(attributes, boxes):
+        mask = shape_mask(shape, box)
+        shade = rng.uniform(-0.05, 0.05)  # objects too are not one flat colour across scenes
+        image[mask] = np.clip(np.array(COLOURS[colour]) + shade, 0, 1) + rng.normal(0.0, 0.02, size=(int(mask.sum()), 3))
+        objects.append(ShapeObject(shape, colour, size, box, torch.from_numpy(mask)))
+    objects.sort(key=lambda o: o.box[0] + o.box[2])
+    pixels = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32)).permute(2, 0, 1).contiguous()
+    return Scene(seed, pixels, tuple(objects))
+
+
+def make_scenes(n: int, seed: int) -> list[Scene]:
+    """Scenes of the seeds ``seed, seed + 1, ..., seed + n - 1``."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return [make_scene(seed + i) for i in range(n)]
+
+
+def split_scenes(split: str, n: int, start: int = 0) -> list[Scene]:
+    """``n`` scenes of a split (``"train"``, ``"validation"``, ``"test"``), from its ``start``-th seed on."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; the splits are {list(SPLITS)}")
+    seeds = SPLITS[split]
+    if start < 0 or start + n > len(seeds):
+        raise ValueError(f"the {split} split has {len(seeds)} seeds; scenes {start} to {start + n - 1} lie outside it")
+    return make_scenes(n, seeds[start])
+
+
+def batch_images(scenes: list[Scene]) -> Tensor:
+    """The images of scenes as one batch (B, 3, H, W)."""
+    return torch.stack([s.image for s in scenes])
+
+
+def show_scene(ax: Axes, scene: Scene, title: str | None = None, outline: bool = True) -> Axes:
+    """Draw a scene with each object's mask outlined in white and its caption as the title."""
+    ax.imshow(scene.image.permute(1, 2, 0).numpy(), interpolation="nearest")
+    if outline:
+        for obj in scene.objects:
+            for contour in find_contours(obj.mask.numpy().astype(float), 0.5):
+                ax.plot(contour[:, 1], contour[:, 0], color="white", lw=1)
+    ax.set_title(textwrap.fill(scene.caption if title is None else title, 30), fontsize=8)
+    ax.axis("off")
+    return ax
