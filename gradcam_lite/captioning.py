@@ -1,10 +1,8 @@
 r"""A show-and-tell captioner for the shapes world, and the scores Grad-CAM explains in it.
 
-The model (no attention): a convolutional encoder of ReLU blocks with BatchNorm ends in an
-8 x 8 feature map :math:`A` (:data:`LAYER`, the layer Grad-CAM explains); a learned linear pooling
-of :math:`A` (not a global average: the caption's left-to-right order needs *where* each object is)
-gives an image vector :math:`v`, which initialises a GRU and is fed to it again at every step
-beside the previous word. Words are decoded greedily.
+The model (no attention): the image encoder of :mod:`gradcam_lite.encoders` (its 8 x 8 feature
+map :math:`A`, :data:`LAYER`, is the layer Grad-CAM explains) gives an image vector :math:`v`, which
+initialises a GRU and is fed to it again at every step beside the previous word. Words are decoded greedily.
 
 A caption's words are scored like classes. For word :math:`t` of a caption :math:`w_1 \dots w_T`,
 teacher-forced on the words before it,
@@ -32,36 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from .data import verified_checkpoint
+from .encoders import Encoder
 from .maps import grad_cam
-from .worlds.shapes import COLOURS, IMAGE_SIZE, MAX_OBJECTS, SHAPES, SIZES
+from .worlds.shapes import COLOURS, MAX_OBJECTS, SHAPES, SIZES
 
 VOCAB = ("<pad>", "<start>", "<end>", "a", "and", *SIZES, *COLOURS, *SHAPES)
 WORD_INDEX = {word: i for i, word in enumerate(VOCAB)}
 PAD, START, END = 0, 1, 2
 MAX_WORDS = 4 * MAX_OBJECTS + (MAX_OBJECTS - 1)  # "a size colour shape" per object, "and" between
-FEATURE_SIZE = IMAGE_SIZE // 8  # the encoder's last map: 8 x 8
 LAYER = "encoder.features.6"  # its last block: convolution, BatchNorm, ReLU
-
-
-def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
-
-
-class Encoder(nn.Module):
-    """64 x 64 image -> 8 x 8 x ``channels`` feature map -> image vector of size ``dim``."""
-
-    def __init__(self, channels: int = 64, dim: int = 192) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            conv_block(3, 16), nn.MaxPool2d(2),  # 32 x 32
-            conv_block(16, 32), nn.MaxPool2d(2),  # 16 x 16
-            conv_block(32, 64), nn.MaxPool2d(2),  # 8 x 8
-            conv_block(64, channels),
-        )
-        self.pool = nn.Linear(channels * FEATURE_SIZE * FEATURE_SIZE, dim)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return torch.relu(self.pool(self.features(images).flatten(1)))
 
 
 class Captioner(nn.Module):

@@ -5,6 +5,7 @@ import torch
 
 from conftest import assert_close_in_ulps
 from gradcam_lite import captioning, data, grad_cam, train
+from gradcam_lite.encoders import FEATURE_SIZE
 from gradcam_lite.worlds import shapes
 
 
@@ -59,7 +60,7 @@ def test_word_maps_are_the_engines_maps_and_add_up_to_the_caption_map(untrained)
     scene = shapes.make_scene(5)
     caption = scene.caption
     words, maps = captioning.word_maps(untrained, scene.image, caption, relu=False, normalize=False, size=None)
-    assert words == caption.split() and maps.shape == (len(words), captioning.FEATURE_SIZE, captioning.FEATURE_SIZE)
+    assert words == caption.split() and maps.shape == (len(words), FEATURE_SIZE, FEATURE_SIZE)
     scorer = captioning.CaptionScorer(untrained, caption)
     for t in (0, len(words) - 1):  # K targets in one call vs single calls
         single = grad_cam(scorer, scene.image[None], lambda y, t=t: y[:, t], untrained.get_submodule(captioning.LAYER), relu=False, normalize=False, size=None)[0]

@@ -156,3 +156,82 @@ def show_scene(ax: Axes, scene: Scene, title: str | None = None, outline: bool =
     ax.set_title(textwrap.fill(scene.caption if title is None else title, 30), fontsize=8)
     ax.axis("off")
     return ax
+
+
+# --- questions about a scene, with their answers and the object each refers to -------------------
+
+QUESTION_TYPES = ("colour", "shape", "exists", "count", "left_of")
+COUNT_WORDS = ("zero", "one", "two")
+ANSWERS = (*COLOURS, *SHAPES, "yes", "no", *COUNT_WORDS)
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answer: str
+    type: str
+    mask: Tensor | None  # (H, W) bool: the object the question refers to; None when it refers to no single object
+
+
+def candidate_questions(scene: Scene) -> list[Question]:
+    """Every question the scene answers, of the five types of :data:`QUESTION_TYPES`.
+
+    - colour: "what colour is the circle ?", asked only of a shape that is unique in the scene;
+    - shape: "what shape is the red object ?", of a colour unique in the scene;
+    - exists: "is there a red circle ?", yes or no; it refers to the object when there is exactly one;
+    - count: "how many red objects ?", zero to two (refers to no single object);
+    - left_of: "what shape is left of the red object ?": the nearest object to the left of the
+      object of a unique colour (objects are at least MIN_GAP apart in x, so "nearest" is defined;
+      the words do not say "nearest", so with two objects on the left the answer is the nearer one's).
+    """
+    objects = scene.objects  # left to right
+    questions = []
+    for shape in SHAPES:
+        named = [o for o in objects if o.shape == shape]
+        if len(named) == 1:
+            questions.append(Question(f"what colour is the {shape} ?", named[0].colour, "colour", named[0].mask))
+    for colour in COLOURS:
+        named = [i for i, o in enumerate(objects) if o.colour == colour]
+        if len(named) == 1:
+            i = named[0]
+            questions.append(Question(f"what shape is the {colour} object ?", objects[i].shape, "shape", objects[i].mask))
+            if i > 0:
+                questions.append(Question(f"what shape is left of the {colour} object ?", objects[i - 1].shape, "left_of", objects[i - 1].mask))
+        if len(named) < len(COUNT_WORDS):
+            questions.append(Question(f"how many {colour} objects ?", COUNT_WORDS[len(named)], "count", None))
+        for shape in SHAPES:
+            matching = [o for o in objects if o.colour == colour and o.shape == shape]
+            mask = matching[0].mask if len(matching) == 1 else None
+            questions.append(Question(f"is there a {colour} {shape} ?", "yes" if matching else "no", "exists", mask))
+    return questions
+
+
+def make_questions(scene: Scene, seed: int) -> list[Question]:
+    """One question of each type the scene can answer, chosen at random (``seed``) among its candidates."""
+    rng = np.random.default_rng(seed)
+    candidates = candidate_questions(scene)
+    chosen = []
+    for kind in QUESTION_TYPES:
+        of_kind = [q for q in candidates if q.type == kind]
+        if of_kind:
+            chosen.append(of_kind[rng.integers(len(of_kind))])
+    return chosen
+
+
+def balanced_questions(scenes: list[Scene], n: int, seed: int) -> list[tuple[Scene, Question]]:
+    """``n`` (scene, question) pairs from a pool of scenes, with the types uniform and, within each
+    type, the answers uniform over those the pool can give (a model cannot win by always saying "yes")."""
+    rng = np.random.default_rng(seed)
+    by_answer: dict[tuple[str, str], list[tuple[Scene, Question]]] = {}
+    for scene in scenes:
+        for question in candidate_questions(scene):
+            by_answer.setdefault((question.type, question.answer), []).append((scene, question))
+    pairs = []
+    for _ in range(n):
+        kind = QUESTION_TYPES[rng.integers(len(QUESTION_TYPES))]
+        answers = sorted(answer for k, answer in by_answer if k == kind)
+        if not answers:
+            raise ValueError(f"no scene in the pool answers a {kind!r} question; pass more scenes")
+        options = by_answer[kind, answers[rng.integers(len(answers))]]
+        pairs.append(options[rng.integers(len(options))])
+    return pairs
