@@ -140,14 +140,14 @@ def word_maps(model: Captioner, image: Tensor, caption: str | None = None, score
         raise ValueError(f"word_maps explains one image (3, H, W), got shape {tuple(image.shape)}")
     caption = model.generate(image[None])[0] if caption is None else caption
     scorer = CaptionScorer(model, caption, score).to(image.device)
-    maps = grad_cam(scorer, image[None], [list(range(len(scorer.words)))], model.encoder.features[-1], **options)[0]
+    maps = grad_cam(scorer, image[None], [list(range(len(scorer.words)))], model.get_submodule(LAYER), **options)[0]
     return scorer.words, maps
 
 
 def caption_map(model: Captioner, images: Tensor, caption: str, **options) -> Tensor:
     r"""Grad-CAM of the whole caption's log-probability :math:`\sum_t y_t` on images (B, 3, H, W): maps (B, H, W)."""
     scorer = CaptionScorer(model, caption).to(images.device)
-    return grad_cam(scorer, images, lambda scores: scores.sum(dim=1), model.encoder.features[-1], **options)
+    return grad_cam(scorer, images, lambda scores: scores.sum(dim=1), model.get_submodule(LAYER), **options)
 
 
 def caption_accuracy(model: Captioner, scenes: list, batch_size: int = 250) -> tuple[float, float]:

@@ -95,6 +95,30 @@ def pointing_hit(saliency: Tensor, mask: Tensor, tolerance: float) -> bool:
     return bool(tolerant_mask(mask, tolerance)[row, col])
 
 
+def centre_blob(size: int) -> Tensor:
+    """A Gaussian blob at the centre of a size x size image (standard deviation size / 6): the centre baseline as a map."""
+    centre = (size - 1) / 2
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return torch.exp(-((rows - centre) ** 2 + (cols - centre) ** 2) / (2 * (size / 6) ** 2))
+
+
+def localisation_scores(saliency: Tensor, mask: Tensor, resolution: int) -> dict[str, float]:
+    """How a map (S, S) localises one object's mask, beside its baselines, for a map computed at ``resolution``.
+
+    Pointing game (with :func:`pointing_tolerance`) for the map, the centre point and a uniformly random
+    point (its hit probability); mask share for the map, the :func:`centre_blob` and a uniform map; and,
+    as a reference, the share of the mask itself averaged down to ``resolution`` and upsampled like a map.
+    """
+    size = saliency.shape[-1]
+    tolerance = pointing_tolerance(size)
+    near = tolerant_mask(mask, tolerance)
+    blurred_mask = F.interpolate(F.adaptive_avg_pool2d(mask[None, None].float(), resolution), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    return {"Grad-CAM hit": pointing_hit(saliency, mask, tolerance), "centre hit": bool(near[size // 2, size // 2]),
+            "random hit": float(near.float().mean()), "Grad-CAM share": mask_share(saliency, mask),
+            "centre share": mask_share(centre_blob(size), mask), "uniform share": float(mask.float().mean()),
+            f"{resolution} x {resolution} reference": mask_share(blurred_mask, mask)}
+
+
 def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:
     """Boolean mask (H, W) of the ``round(fraction * H * W)`` highest pixels of a map (ties by position)."""
     if not 0.0 <= fraction <= 1.0:

@@ -95,7 +95,7 @@ def answer_map(model: VQAModel, image: Tensor, question: str, answer: str | None
     if answer not in ANSWER_INDEX:
         raise ValueError(f"unknown answer {answer!r}; the model answers one of {ANSWERS}")
     scorer = QuestionScorer(model, question).to(image.device)
-    return answer, grad_cam(scorer, image[None], ANSWER_INDEX[answer], model.encoder.features[-1], **options)[0]
+    return answer, grad_cam(scorer, image[None], ANSWER_INDEX[answer], model.get_submodule(LAYER), **options)[0]
 
 
 def accuracy_by_type(model: VQAModel, pairs: list, batch_size: int = 250) -> dict[str, float]:

@@ -71,7 +71,7 @@ def test_in_place_activations_give_the_same_result_and_keep_their_flag():
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     inplace = conv_relu_net(inplace=True)
     modules_before = list(inplace.modules())
-    for fn in (guided_backprop, deconvnet):
+    for fn in (guided_backprop, deconvnet):  # in place or not, the same arithmetic in the same order: bit for bit
         torch.testing.assert_close(fn(inplace, x, 1), fn(conv_relu_net(inplace=False), x, 1), rtol=0, atol=0)
     assert inplace[1].inplace and inplace[3].inplace and list(inplace.modules()) == modules_before
 

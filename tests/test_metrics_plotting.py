@@ -120,3 +120,20 @@ def test_mask_share_and_pointing_game_by_hand():
         mask_share(saliency, mask.float())
     with pytest.raises(ValueError, match="empty"):
         tolerant_mask(torch.zeros(3, 3, dtype=torch.bool), 1.0)
+
+
+def test_localisation_scores_against_hand_computed_baselines():
+    from gradcam_lite.metrics import localisation_scores
+
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[0:4, 0:4] = True  # a corner object, 4 x 4 of a 16 x 16 image
+    saliency = torch.zeros(16, 16)
+    saliency[1, 1] = 1.0
+    scores = localisation_scores(saliency, mask, resolution=4)
+    assert scores["Grad-CAM hit"] and scores["Grad-CAM share"] == 1.0
+    assert scores["uniform share"] == 16 / 256
+    assert not scores["centre hit"]  # the centre (8, 8) is 4 * sqrt(2) > 15 * 16 / 224 px from the object
+    # within ~1.07 px of the 4 x 4 square: the square and its 4 x 4 edge neighbours (corners are sqrt(2) away)
+    assert scores["random hit"] == (16 + 4 + 4) / 256
+    # one 4 x 4 cell of a 4 x 4 grid, upsampled bilinearly back to 16 x 16: the cell keeps a share between 1/4 and 1
+    assert 0.25 < scores["4 x 4 reference"] < 1.0
