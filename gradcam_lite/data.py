@@ -155,14 +155,15 @@ def verify_manifest() -> list[str]:
 MODELS_DIR = DATA_DIR / "models"
 
 
-def verified_checkpoint(name: str) -> Path:
+def verified_checkpoint(name: str, trainer: str | None = None) -> Path:
     """The path of ``data/models/<name>.pt`` after checking it against ``data/SHA256SUMS``.
 
-    A missing or changed file is an error that names the command rebuilding it.
+    A missing or changed file is an error that names the command rebuilding it,
+    ``python -m gradcam_lite.train <trainer>`` (``trainer`` defaults to ``name``).
     """
     path = MODELS_DIR / f"{name}.pt"
     relative = path.relative_to(DATA_DIR).as_posix()
-    rebuild = f"python -m gradcam_lite.train {name}"
+    rebuild = f"python -m gradcam_lite.train {trainer or name}"
     if not path.exists():
         raise FileNotFoundError(f"{relative} is missing; run `{rebuild}` to train it")
     listed = dict(reversed(line.split("  ", 1)) for line in MANIFEST.read_text().splitlines() if line)

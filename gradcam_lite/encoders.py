@@ -1,4 +1,4 @@
-r"""The small image encoder the task models of the shapes world share (captioning, VQA).
+r"""The small image encoder the task models share (captioning, VQA; the bias study's classifier uses its features).
 
 Four convolution blocks (3 x 3 convolution, BatchNorm, ReLU), three of them followed by 2 x 2
 max-pooling, take a 64 x 64 image to an 8 x 8 feature map :math:`A` (``features[-1]``, the layer
@@ -21,17 +21,22 @@ def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
+def feature_extractor(channels: int = 64) -> nn.Sequential:
+    """The four convolution blocks: a 64 x 64 image to an 8 x 8 x ``channels`` feature map."""
+    return nn.Sequential(
+        conv_block(3, 16), nn.MaxPool2d(2),  # 32 x 32
+        conv_block(16, 32), nn.MaxPool2d(2),  # 16 x 16
+        conv_block(32, 64), nn.MaxPool2d(2),  # 8 x 8
+        conv_block(64, channels),
+    )
+
+
 class Encoder(nn.Module):
     """64 x 64 image -> 8 x 8 x ``channels`` feature map -> image vector of size ``dim``."""
 
     def __init__(self, channels: int = 64, dim: int = 192) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            conv_block(3, 16), nn.MaxPool2d(2),  # 32 x 32
-            conv_block(16, 32), nn.MaxPool2d(2),  # 16 x 16
-            conv_block(32, 64), nn.MaxPool2d(2),  # 8 x 8
-            conv_block(64, channels),
-        )
+        self.features = feature_extractor(channels)
         self.pool = nn.Linear(channels * FEATURE_SIZE * FEATURE_SIZE, dim)
 
     def forward(self, images: Tensor) -> Tensor:

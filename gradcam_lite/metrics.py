@@ -20,6 +20,7 @@ a uniformly random point, which hits with probability equal to the tolerant mask
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -206,3 +207,30 @@ def rank_correlation(first: Tensor, second: Tensor) -> float:
     if a.min() == a.max() or b.min() == b.max():
         return 0.0
     return float(spearmanr(a, b).statistic)
+
+
+class PairedDifference(NamedTuple):
+    mean: float  # mean of first - second
+    standard_error: float  # its standard error, s / sqrt(n)
+
+    @property
+    def z(self) -> float:
+        """How many standard errors the mean lies from 0 (infinite when every difference is the same non-zero number)."""
+        if self.standard_error == 0:
+            return math.copysign(math.inf, self.mean) if self.mean else 0.0
+        return self.mean / self.standard_error
+
+
+def paired_difference(first: Tensor, second: Tensor) -> PairedDifference:
+    r"""Mean and standard error of the per-item differences :math:`d_i = a_i - b_i` of two measurements on the same items.
+
+    :math:`\bar d = \frac1n \sum_i d_i`, :math:`\mathrm{SE} = s_d / \sqrt n` with :math:`s_d` the sample
+    standard deviation (:math:`n - 1` in its denominator): pairing removes the spread between items
+    that both measurements share (two models on the same test people, say).
+    """
+    if first.shape != second.shape or first.dim() != 1:
+        raise ValueError(f"paired_difference needs two 1-d tensors of one length, got {tuple(first.shape)} and {tuple(second.shape)}")
+    if len(first) < 2:
+        raise ValueError(f"paired_difference needs at least 2 pairs to estimate a standard error, got {len(first)}")
+    d = first.double() - second.double()
+    return PairedDifference(float(d.mean()), float(d.std() / len(d) ** 0.5))

@@ -1,8 +1,10 @@
 """Train the course's task models: ``python -m gradcam_lite.train NAME``.
 
-Each model trains from a fixed seed on scenes of its world's training split, reports its
-validation accuracy, and writes ``data/models/NAME.pt`` (the state dict), ``data/models/NAME.json``
-(how it was made and how well it does) and the new checksums in ``data/SHA256SUMS``. Training
+Each model trains from a fixed seed on its world's training split, reports its validation
+accuracy, and writes ``data/models/<checkpoint>.pt`` (the state dict), ``<checkpoint>.json`` (how it
+was made, how long its training took, how well it does) and the new checksums in
+``data/SHA256SUMS``. ``clinic`` writes two checkpoints (``clinic_biased``, ``clinic_balanced``) and
+``clinic_sweep.json``, the bias-ratio sweep of notebook 09. Training
 runs once, on a CPU, in minutes; the notebooks load the shipped checkpoint. Retraining on another
 machine need not reproduce the same bytes (floating-point sums differ between CPUs), so the tests
 check what a retrained model *does* (its loss after a short run), never bitwise equality.
@@ -21,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import captioning, data, vqa
-from .worlds import shapes
+from . import bias, captioning, data, vqa
+from .worlds import clinic, shapes
 
 
 def optimise(model: nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, learning_rate: float, desc: str, progress: bool = True) -> list[float]:
@@ -81,20 +83,90 @@ def train_vqa(steps: int = 2500, scenes_per_step: int = 32, questions_per_scene:
     return model, optimise(model, loss_at, steps, learning_rate, "training the VQA model", progress)
 
 
-def evaluate_captioner(model: captioning.Captioner) -> dict:
+CLINIC_STEPS = 300
+
+
+def train_clinic(p_male_doctor: float, p_female_nurse: float, steps: int = CLINIC_STEPS, batch_size: int = 64, seed: int = 0,
+                 learning_rate: float = 3e-3, progress: bool = True) -> tuple[bias.OccupationClassifier, list[float]]:
+    """Cross-entropy on one fixed training set of ``bias.TRAINING_SIZE`` people with the given bias, in random batches.
+
+    The set is people ``seed * TRAINING_SIZE`` onwards of the training split, so each seed draws other people.
+    300 steps of 64 are about six passes over the set: enough for the balanced model to find the faint tool.
+    """
+    torch.manual_seed(seed)
+    people = clinic.split_people("train", bias.TRAINING_SIZE, start=seed * bias.TRAINING_SIZE, p_male_doctor=p_male_doctor, p_female_nurse=p_female_nurse)
+    pixels, targets = bias.images(people), bias.labels(people)
+    model = bias.OccupationClassifier()
+    order = torch.Generator().manual_seed(seed)
+
+    def loss_at(step: int) -> torch.Tensor:
+        batch = torch.randint(len(people), (batch_size,), generator=order)
+        return nn.functional.cross_entropy(model(pixels[batch]), targets[batch])
+
+    return model, optimise(model, loss_at, steps, learning_rate, f"training on a clinic ({p_male_doctor:.2f}, {p_female_nurse:.2f})", progress)
+
+
+Built = list[tuple[str, nn.Module, dict]]  # (checkpoint name, model, what its record adds)
+
+
+def timed(trainer: Callable[..., tuple[nn.Module, list[float]]], steps: int | None, *args: object) -> tuple[nn.Module, dict]:
+    """Run a trainer (with its default number of steps unless ``steps`` is given); the model and the record of its run."""
+    start = time.perf_counter()
+    model, losses = trainer(*args, **({} if steps is None else {"steps": steps}))
+    return model, {"steps": len(losses), "seconds": round(time.perf_counter() - start, 1), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4)}
+
+
+def build_captioner(steps: int | None) -> Built:
+    model, record = timed(train_captioner, steps)
     exact, per_word = captioning.caption_accuracy(model, shapes.split_scenes("validation", 500))
-    return {"validation_exact_match": exact, "validation_word_accuracy": round(per_word, 4)}
+    return [("captioner", model, {**record, "validation_exact_match": exact, "validation_word_accuracy": round(per_word, 4)})]
 
 
-def evaluate_vqa(model: vqa.VQAModel) -> dict:
+def build_vqa(steps: int | None) -> Built:
+    model, record = timed(train_vqa, steps)
     pairs = shapes.balanced_questions(shapes.split_scenes("validation", 500), 1000, seed=0)
-    return {"validation_accuracy": {kind: round(value, 4) for kind, value in vqa.accuracy_by_type(model, pairs).items()}}
+    accuracy = {kind: round(value, 4) for kind, value in vqa.accuracy_by_type(model, pairs).items()}
+    return [("vqa", model, {**record, "validation_accuracy": accuracy})]
 
 
-TRAINERS: dict[str, tuple[Callable[..., tuple[nn.Module, list[float]]], Callable[[nn.Module], dict]]] = {
-    "captioner": (train_captioner, evaluate_captioner),
-    "vqa": (train_vqa, evaluate_vqa),
-}
+def build_clinic(steps: int | None) -> Built:
+    """The biased and the balanced classifiers, then the sweep of the bias ratio written to ``clinic_sweep.json``."""
+    built = []
+    for kind, (p_doctor, p_nurse) in bias.TRAINING_SETS.items():
+        model, record = timed(train_clinic, steps, p_doctor, p_nurse)
+        validation = clinic.split_people("validation", 1000, p_male_doctor=p_doctor, p_female_nurse=p_nurse)
+        built.append((f"clinic_{kind}", model, {**record, "p_male_doctor": p_doctor, "p_female_nurse": p_nurse,
+                                                "validation_accuracy_same_bias": round(bias.accuracy_by_cell(model, validation)["all"], 4)}))
+    sweep_bias(steps)
+    return built
+
+
+SWEEP_RATIOS = (0.5, 0.625, 0.75, 0.875, 1.0)  # p_male_doctor = p_female_nurse = p
+SWEEP_SEEDS = 3
+SWEEP_TEST_PEOPLE = 1000
+
+
+def sweep_bias(steps: int | None) -> None:
+    """Train a classifier for every bias ratio and seed; record its balanced test accuracy, the mean of its accuracies on
+    the two atypical cells, and its mean head and tool shares (the tool's over the people whose tool shows).
+
+    Seed ``s`` trains on people ``s * TRAINING_SIZE`` onwards at every ratio, so seed 0 at p = 0.5 is the balanced model.
+    """
+    test = clinic.split_people("test", SWEEP_TEST_PEOPLE)
+    start, runs = time.perf_counter(), []
+    for p, seed in tqdm([(p, seed) for p in SWEEP_RATIOS for seed in range(SWEEP_SEEDS)], desc="bias sweep"):
+        model, _ = train_clinic(p, p, seed=seed, progress=False, **({} if steps is None else {"steps": steps}))
+        shares = bias.map_shares(model, test)
+        visible = torch.tensor([bool(person.tool_mask.any()) for person in test])
+        accuracy = bias.accuracy_by_cell(model, test)
+        runs.append({"p": p, "seed": seed, "test_accuracy": round(accuracy["all"], 4),
+                     "atypical_accuracy": round((accuracy["doctor, female"] + accuracy["nurse, male"]) / 2, 4),
+                     "head_share": round(float(shares["head"].mean()), 4), "tool_share": round(float(shares["tool"][visible].mean()), 4)})
+    (data.MODELS_DIR / "clinic_sweep.json").write_text(json.dumps({"steps": steps or CLINIC_STEPS, "test_people": len(test),
+                                                                             "seconds": round(time.perf_counter() - start, 1), "runs": runs}, indent=2) + "\n")
+
+
+TRAINERS: dict[str, Callable[[int | None], Built]] = {"captioner": build_captioner, "vqa": build_vqa, "clinic": build_clinic}
 
 
 def save(name: str, model: nn.Module, record: dict) -> Path:
@@ -114,15 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the checkpoint shipped was made with 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    options = {} if args.steps is None else {"steps": args.steps}
-    start = time.perf_counter()
-    trainer, evaluate = TRAINERS[args.name]
-    model, losses = trainer(**options)
-    seconds = time.perf_counter() - start
-    record = {"steps": len(losses), "seconds": round(seconds, 1), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
-              **evaluate(model), "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"}
-    path = save(args.name, model, record)
-    print(f"{path}: {json.dumps(record)}")
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    for name, model, record in TRAINERS[args.name](args.steps):
+        path = save(name, model, {**record, "machine": machine})
+        print(f"{path}: {json.dumps(record)}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@ r"""A clinic of drawn people, doctors and nurses, with a cue that is real and on
 
 Each person is a 64 x 64 drawing: a head with hair, a body in a coat, on the textured background of
 the shapes world. The *real* cue of the occupation is a small tool on the coat: a stethoscope for
-a doctor, a syringe for a nurse, both dark grey, so that only their shape tells them apart; it is
-small, placed anywhere on the chest, in half of the drawings partly hidden behind an arm and in
-one in five entirely hidden, so it is a real cue but a harder one than the hair (and where it is
-hidden, nothing in the drawing tells the occupation). The
-*hair* (long or short) stands in for the gender cue the paper found its model using: "male"
-people have short hair, "female" people long hair down to the shoulders. Skin, hair and coat
+a doctor, a syringe for a nurse, both of one faint grey (15-45 % of the way from the coat's colour
+to dark grey, under pixel noise), so that only their shape tells them apart; it is small, placed
+anywhere on the chest, and in half of the drawings an arm covers it, partly (four in ten) or
+entirely (one in ten), so it is a real cue but a harder one than the hair (and where it is hidden,
+nothing in the drawing tells the occupation). The *hair* (long or short) stands in for the gender
+cue the paper found its model using: "male" people have short hair, "female" people long hair down to the shoulders. Skin, hair and coat
 colours, size and position vary and carry no information about the occupation.
 
 ``make_people(n, seed, p_male_doctor, p_female_nurse)`` draws half doctors and half nurses; a
@@ -39,8 +39,10 @@ SPLITS = {"train": range(10_000_000, 11_000_000), "validation": range(11_000_000
 SKIN = ((0.96, 0.80, 0.69), (0.87, 0.67, 0.52), (0.67, 0.47, 0.33), (0.45, 0.31, 0.22))
 HAIR = ((0.10, 0.08, 0.07), (0.40, 0.25, 0.12), (0.85, 0.70, 0.35), (0.60, 0.22, 0.10))
 COATS = ((0.95, 0.95, 0.95), (0.70, 0.85, 0.95), (0.70, 0.92, 0.78), (0.95, 0.80, 0.85))
-P_HIDDEN = 0.5  # how often an arm covers part of the tool
-P_ABSENT = 0.2  # how often it covers all of it
+P_HIDDEN = 0.5  # how often an arm covers the tool, partly or (P_ABSENT) entirely
+P_ABSENT = 0.1  # how often it covers all of it
+TOOL_CONTRAST = (0.15, 0.45)  # the tool's colour: this far from the coat's towards dark grey
+NOISE = 0.05  # standard deviation of the pixel noise
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def tool_pixels(tool: str, x: int, y: int) -> np.ndarray:
     raise ValueError(f"unknown tool {tool!r}; the clinic has {sorted(TOOLS.values())}")
 
 
-TOOL_COLOURS = {"stethoscope": (0.22, 0.22, 0.24), "syringe": (0.22, 0.22, 0.24)}  # one colour: only the shape differs
+TOOL_GREY = np.array((0.22, 0.22, 0.24))  # one colour for both tools: only the shape tells them apart
 
 
 def make_person(seed: int, occupation: str, gender: str) -> Person:
@@ -111,14 +113,15 @@ def make_person(seed: int, occupation: str, gender: str) -> Person:
     x = int(cx + rng.integers(-half_width + 3, half_width - 10))
     y = int(neck + rng.integers(10, 17))  # below the longest hair, so that hair and tool never overlap
     tool_mask = tool_pixels(tool, x, y) & body
-    image[tool_mask] = TOOL_COLOURS[tool]
+    contrast = rng.uniform(*TOOL_CONTRAST)
+    image[tool_mask] = (1 - contrast) * coat + contrast * TOOL_GREY
     cover = rng.random()
     if cover < P_HIDDEN:  # an arm in front of part of the tool, or (P_ABSENT) a sleeve over all of it
         top, height = (y - 1, 13) if cover < P_ABSENT else (y + int(rng.integers(2, 6)), 4)
         arm = _mask(*rectangle((top, cx - half_width), extent=(height, 2 * half_width), shape=(IMAGE_SIZE, IMAGE_SIZE))) & body
         image[arm] = skin if cover >= P_ABSENT else coat * 0.85
         tool_mask &= ~arm
-    image += rng.normal(0.0, 0.02, size=image.shape)
+    image += rng.normal(0.0, NOISE, size=image.shape)
     pixels = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32)).permute(2, 0, 1).contiguous()
     head_mask = head | hair_mask
     return Person(seed, pixels, occupation, gender, torch.from_numpy(head_mask), torch.from_numpy(tool_mask))
