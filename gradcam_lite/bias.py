@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .data import verified_checkpoint
+from .data import load_shipped
 from .encoders import feature_extractor
 from .maps import grad_cam
 from .metrics import mask_share
@@ -49,6 +49,16 @@ def images(people: list[Person]) -> Tensor:
     if not people:
         raise ValueError("no people given")
     return torch.stack([p.image for p in people])
+
+
+def typical(people: list[Person]) -> Tensor:
+    """Whether each person's hair is the one the biased set favours for the occupation (short for a doctor, long for a nurse)."""
+    return torch.tensor([p.gender == ("male" if p.occupation == "doctor" else "female") for p in people])
+
+
+def tool_visible(people: list[Person]) -> Tensor:
+    """Whether any of each person's tool shows (an arm hides it entirely in some drawings)."""
+    return torch.tensor([bool(p.tool_mask.any()) for p in people])
 
 
 def labels(people: list[Person]) -> Tensor:
@@ -91,6 +101,4 @@ def load_classifier(kind: str, device: str | torch.device = "cpu") -> Occupation
     """The shipped classifier trained on the ``"biased"`` or the ``"balanced"`` clinic, checksum verified, in eval mode."""
     if kind not in TRAINING_SETS:
         raise ValueError(f"kind must be one of {list(TRAINING_SETS)}, got {kind!r}")
-    model = OccupationClassifier()
-    model.load_state_dict(torch.load(verified_checkpoint(f"clinic_{kind}", trainer="clinic"), map_location=device, weights_only=True))
-    return model.to(device).eval()
+    return load_shipped(OccupationClassifier(), f"clinic_{kind}", device, trainer="clinic")

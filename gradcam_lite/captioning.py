@@ -29,10 +29,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .data import verified_checkpoint
+from .data import load_shipped
 from .encoders import Encoder
 from .maps import grad_cam
-from .worlds.shapes import COLOURS, MAX_OBJECTS, SHAPES, SIZES
+from .worlds.shapes import COLOURS, MAX_OBJECTS, SHAPES, SIZES, batch_images
 
 VOCAB = ("<pad>", "<start>", "<end>", "a", "and", *SIZES, *COLOURS, *SHAPES)
 WORD_INDEX = {word: i for i, word in enumerate(VOCAB)}
@@ -153,10 +153,10 @@ def caption_map(model: Captioner, images: Tensor, caption: str, **options) -> Te
 def caption_accuracy(model: Captioner, scenes: list, batch_size: int = 250) -> tuple[float, float]:
     """Exact-match rate of the generated captions, and per-word accuracy (word t of the truth vs word t generated)."""
     exact = correct = total = 0
+    device = next(model.parameters()).device
     for start in range(0, len(scenes), batch_size):
         part = scenes[start : start + batch_size]
-        device = next(model.parameters()).device
-        generated = model.generate(torch.stack([s.image for s in part]).to(device))
+        generated = model.generate(batch_images(part).to(device))
         for scene, caption in zip(part, generated):
             truth, words = scene.caption.split(), caption.split()
             exact += words == truth
@@ -167,7 +167,4 @@ def caption_accuracy(model: Captioner, scenes: list, batch_size: int = 250) -> t
 
 def load_captioner(device: str | torch.device = "cpu") -> Captioner:
     """The shipped captioner (``data/models/captioner.pt``, checksum verified), in eval mode."""
-    path = verified_checkpoint("captioner")
-    model = Captioner()
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    return model.to(device).eval()
+    return load_shipped(Captioner(), "captioner", device)

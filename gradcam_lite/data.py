@@ -17,7 +17,9 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from PIL import Image
+from torch import nn
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 IMAGES_DIR = DATA_DIR / "images"
@@ -172,6 +174,12 @@ def verified_checkpoint(name: str, trainer: str | None = None) -> Path:
     if sha256(path) != listed[relative]:
         raise ValueError(f"{relative} does not match its checksum in data/SHA256SUMS (a partial or edited file?); run `{rebuild}` to rebuild it")
     return path
+
+
+def load_shipped(model: nn.Module, name: str, device: str | torch.device = "cpu", trainer: str | None = None) -> nn.Module:
+    """``model`` with the state of ``data/models/<name>.pt`` (checksum verified, see :func:`verified_checkpoint`), in eval mode on ``device``."""
+    model.load_state_dict(torch.load(verified_checkpoint(name, trainer), map_location=device, weights_only=True))
+    return model.to(device).eval()
 
 
 def package_original(name: str) -> Path:

@@ -269,16 +269,13 @@ def iou(first: Box, second: Box) -> float:
 # --- insertion, and the area under a curve -----------------------------------------------------------
 
 
-@torch.no_grad()
 def insertion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor) -> DeletionCurve:
     """:math:`y^c` and :math:`p(c)` of the baseline with the top ``f`` of the map put back from the image, for each f in ``fractions``.
 
     The mirror of :func:`deletion_curve` (Petsiuk et al., RISE, 2018): a faithful map makes the score rise early.
+    Putting the top of ``x`` into the baseline is deleting it from the baseline with ``x`` as the filling.
     """
-    masks = torch.stack([top_fraction_mask(saliency, float(f)) for f in fractions])
-    images = remove_region(baseline.expand(len(masks), -1, -1, -1), masks, x.expand(len(masks), -1, -1, -1))
-    logits = model(images)
-    return DeletionCurve(logits[:, target], logits.softmax(dim=1)[:, target])
+    return deletion_curve(model, baseline, saliency, target, fractions, x)
 
 
 def curve_area(fractions: Tensor, values: Tensor) -> float:

@@ -109,10 +109,10 @@ def train_clinic(p_male_doctor: float, p_female_nurse: float, steps: int = CLINI
 Built = list[tuple[str, nn.Module, dict]]  # (checkpoint name, model, what its record adds)
 
 
-def timed(trainer: Callable[..., tuple[nn.Module, list[float]]], steps: int | None, *args: object) -> tuple[nn.Module, dict]:
+def timed(trainer: Callable[..., tuple[nn.Module, list[float]]], steps: int | None, *args: object, **options: object) -> tuple[nn.Module, dict]:
     """Run a trainer (with its default number of steps unless ``steps`` is given); the model and the record of its run."""
     start = time.perf_counter()
-    model, losses = trainer(*args, **({} if steps is None else {"steps": steps}))
+    model, losses = trainer(*args, **options, **({} if steps is None else {"steps": steps}))
     return model, {"steps": len(losses), "seconds": round(time.perf_counter() - start, 1), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4)}
 
 
@@ -153,11 +153,11 @@ def sweep_bias(steps: int | None) -> None:
     Seed ``s`` trains on people ``s * TRAINING_SIZE`` onwards at every ratio, so seed 0 at p = 0.5 is the balanced model.
     """
     test = clinic.split_people("test", SWEEP_TEST_PEOPLE)
+    visible = bias.tool_visible(test)
     start, runs = time.perf_counter(), []
     for p, seed in tqdm([(p, seed) for p in SWEEP_RATIOS for seed in range(SWEEP_SEEDS)], desc="bias sweep"):
-        model, _ = train_clinic(p, p, seed=seed, progress=False, **({} if steps is None else {"steps": steps}))
+        model, _ = timed(train_clinic, steps, p, p, seed=seed, progress=False)
         shares = bias.map_shares(model, test)
-        visible = torch.tensor([bool(person.tool_mask.any()) for person in test])
         accuracy = bias.accuracy_by_cell(model, test)
         runs.append({"p": p, "seed": seed, "test_accuracy": round(accuracy["all"], 4),
                      "atypical_accuracy": round((accuracy["doctor, female"] + accuracy["nurse, male"]) / 2, 4),

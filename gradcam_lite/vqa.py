@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .data import verified_checkpoint
+from .data import load_shipped
 from .encoders import Encoder
 from .maps import grad_cam
-from .worlds.shapes import ANSWERS, COLOURS, SHAPES
+from .worlds.shapes import ANSWERS, COLOURS, SHAPES, batch_images
 
 QUESTION_WORDS = ("<pad>", "what", "colour", "shape", "is", "the", "object", "there", "a", "how", "many", "objects", "left", "of", "?", *COLOURS, *SHAPES)
 WORD_INDEX = {word: i for i, word in enumerate(QUESTION_WORDS)}
@@ -104,7 +104,7 @@ def accuracy_by_type(model: VQAModel, pairs: list, batch_size: int = 250) -> dic
     device = next(model.parameters()).device
     for start in range(0, len(pairs), batch_size):
         part = pairs[start : start + batch_size]
-        answers = model.answer(torch.stack([s.image for s, _ in part]).to(device), [q.text for _, q in part])
+        answers = model.answer(batch_images([s for s, _ in part]).to(device), [q.text for _, q in part])
         for (_, question), answer in zip(part, answers):
             correct.setdefault(question.type, []).append(answer == question.answer)
             correct.setdefault("all", []).append(answer == question.answer)
@@ -113,6 +113,4 @@ def accuracy_by_type(model: VQAModel, pairs: list, batch_size: int = 250) -> dic
 
 def load_vqa(device: str | torch.device = "cpu") -> VQAModel:
     """The shipped VQA model (``data/models/vqa.pt``, checksum verified), in eval mode."""
-    model = VQAModel()
-    model.load_state_dict(torch.load(verified_checkpoint("vqa"), map_location=device, weights_only=True))
-    return model.to(device).eval()
+    return load_shipped(VQAModel(), "vqa", device)

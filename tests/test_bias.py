@@ -115,7 +115,7 @@ def test_the_balanced_model_is_more_accurate_on_balanced_test_people(shipped):
 def test_the_biased_model_looks_more_at_the_head_and_less_at_the_tool(shipped):
     test, models, _ = shipped
     shares = {kind: bias.map_shares(m, test) for kind, m in models.items()}
-    visible = torch.tensor([bool(p.tool_mask.any()) for p in test])
+    visible = bias.tool_visible(test)
     assert paired_difference(shares["biased"]["head"], shares["balanced"]["head"]).z > 3
     assert paired_difference(shares["balanced"]["tool"][visible], shares["biased"]["tool"][visible]).z > 3
 
