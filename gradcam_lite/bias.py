@@ -1,7 +1,7 @@
 r"""The doctor/nurse classifier of the bias study (notebook 09), trained on biased or balanced clinics.
 
-A small CNN, the convolution blocks of :mod:`gradcam_lite.encoders`, global average pooling and a
-linear layer, gives two logits :math:`y^{\text{doctor}}, y^{\text{nurse}}` in the order of
+A small CNN (:class:`gradcam_lite.encoders.PooledClassifier`: convolution blocks, global average pooling and a
+linear layer) gives two logits :math:`y^{\text{doctor}}, y^{\text{nurse}}` in the order of
 :data:`OCCUPATIONS`: :math:`y^c = \sum_k w^c_k \frac{1}{Z} \sum_{ij} A^k_{ij} + b^c`, so Grad-CAM at
 :data:`LAYER`, the 8 x 8 map :math:`A`, is the class activation map up to the factor :math:`1/Z`
 that normalising removes (notebook 02). The global
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import load_shipped
-from .encoders import feature_extractor
+from .encoders import PooledClassifier
 from .maps import grad_cam
 from .metrics import mask_share
 from .worlds.clinic import GENDERS, OCCUPATIONS, Person
@@ -34,14 +34,9 @@ TRAINING_SIZE = 3000
 CELLS = tuple((occupation, gender) for occupation in OCCUPATIONS for gender in GENDERS)
 
 
-class OccupationClassifier(nn.Module):
+class OccupationClassifier(PooledClassifier):
     def __init__(self, channels: int = 64) -> None:
-        super().__init__()
-        self.features = feature_extractor(channels)
-        self.head = nn.Linear(channels, len(OCCUPATIONS))
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.features(images).mean(dim=(2, 3)))
+        super().__init__(len(OCCUPATIONS), channels)
 
 
 def images(people: list[Person]) -> Tensor:

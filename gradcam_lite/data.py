@@ -157,23 +157,26 @@ def verify_manifest() -> list[str]:
 MODELS_DIR = DATA_DIR / "models"
 
 
-def verified_checkpoint(name: str, trainer: str | None = None) -> Path:
-    """The path of ``data/models/<name>.pt`` after checking it against ``data/SHA256SUMS``.
-
-    A missing or changed file is an error that names the command rebuilding it,
-    ``python -m gradcam_lite.train <trainer>`` (``trainer`` defaults to ``name``).
-    """
-    path = MODELS_DIR / f"{name}.pt"
+def verified_file(path: Path, rebuild: str) -> Path:
+    """``path`` (a file under ``data/``) after checking it against ``data/SHA256SUMS``; an error names the command ``rebuild``."""
     relative = path.relative_to(DATA_DIR).as_posix()
-    rebuild = f"python -m gradcam_lite.train {trainer or name}"
     if not path.exists():
-        raise FileNotFoundError(f"{relative} is missing; run `{rebuild}` to train it")
+        raise FileNotFoundError(f"{relative} is missing; run `{rebuild}` to make it")
     listed = dict(reversed(line.split("  ", 1)) for line in MANIFEST.read_text().splitlines() if line)
     if relative not in listed:
         raise ValueError(f"{relative} has no checksum in data/SHA256SUMS; run `{rebuild}`, which writes both")
     if sha256(path) != listed[relative]:
         raise ValueError(f"{relative} does not match its checksum in data/SHA256SUMS (a partial or edited file?); run `{rebuild}` to rebuild it")
     return path
+
+
+def verified_checkpoint(name: str, trainer: str | None = None) -> Path:
+    """The path of ``data/models/<name>.pt`` after checking it against ``data/SHA256SUMS`` (:func:`verified_file`).
+
+    A missing or changed file is an error that names the command rebuilding it,
+    ``python -m gradcam_lite.train <trainer>`` (``trainer`` defaults to ``name``).
+    """
+    return verified_file(MODELS_DIR / f"{name}.pt", f"python -m gradcam_lite.train {trainer or name}")
 
 
 def load_shipped(model: nn.Module, name: str, device: str | torch.device = "cpu", trainer: str | None = None) -> nn.Module:

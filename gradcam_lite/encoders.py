@@ -1,4 +1,4 @@
-r"""The small image encoder the task models share (captioning, VQA; the bias study's classifier uses its features).
+r"""The small image encoder the task models share (captioning, VQA), and the classifier built on its features (bias study, presence).
 
 Four convolution blocks (3 x 3 convolution, BatchNorm, ReLU), three of them followed by 2 x 2
 max-pooling, take a 64 x 64 image to an 8 x 8 feature map :math:`A` (``features[-1]``, the layer
@@ -41,3 +41,19 @@ class Encoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return torch.relu(self.pool(self.features(images).flatten(1)))
+
+
+class PooledClassifier(nn.Module):
+    r"""The four convolution blocks, global average pooling and a linear layer: :math:`y^c = \sum_k w^c_k \frac{1}{Z}\sum_{ij} A^k_{ij} + b^c`.
+
+    With this head Grad-CAM at ``features`` (the 8 x 8 map :math:`A`) is CAM up to a positive factor
+    (notebook 02). The classifiers of the bias study and of the presence task are this model.
+    """
+
+    def __init__(self, outputs: int, channels: int = 64) -> None:
+        super().__init__()
+        self.features = feature_extractor(channels)
+        self.head = nn.Linear(channels, outputs)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))

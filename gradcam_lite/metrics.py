@@ -93,14 +93,23 @@ def tolerant_mask(mask: Tensor, tolerance: float) -> Tensor:
     return torch.from_numpy(distance <= tolerance).to(mask.device)
 
 
+def pointing_hits(maps: Tensor, near: Tensor) -> Tensor:
+    """For maps (N, H, W) and the tolerant masks of their objects (N, H, W, see :func:`tolerant_mask`): does each map's
+    maximum (the first, if several) lie in its mask? A constant map points nowhere: a miss."""
+    if maps.shape != near.shape or maps.dim() != 3:
+        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(near.shape)} must both be (N, H, W)")
+    if near.dtype != torch.bool:
+        raise TypeError(f"the tolerant masks must be boolean, got {near.dtype}")
+    flat = maps.flatten(1)
+    peak = flat.argmax(dim=1)
+    return near.flatten(1).gather(1, peak[:, None])[:, 0] & (flat.amax(dim=1) > flat.amin(dim=1))
+
+
 def pointing_hit(saliency: Tensor, mask: Tensor, tolerance: float) -> bool:
     """Does the map's maximum (the first, if several) lie within ``tolerance`` pixels of the mask? A constant map points nowhere: a miss."""
     if saliency.shape != mask.shape:
         raise ValueError(f"map {tuple(saliency.shape)} and mask {tuple(mask.shape)} differ in shape")
-    if float(saliency.max()) == float(saliency.min()):
-        return False
-    row, col = divmod(int(saliency.argmax()), saliency.shape[1])
-    return bool(tolerant_mask(mask, tolerance)[row, col])
+    return bool(pointing_hits(saliency[None], tolerant_mask(mask, tolerance)[None])[0])
 
 
 def centre_blob(size: int) -> Tensor:
@@ -228,18 +237,26 @@ class PairedDifference(NamedTuple):
         return self.mean / self.standard_error
 
 
-def paired_difference(first: Tensor, second: Tensor) -> PairedDifference:
+def paired_difference(first: Tensor, second: Tensor, groups: Tensor | None = None) -> PairedDifference:
     r"""Mean and standard error of the per-item differences :math:`d_i = a_i - b_i` of two measurements on the same items.
 
     :math:`\bar d = \frac1n \sum_i d_i`, :math:`\mathrm{SE} = s_d / \sqrt n` with :math:`s_d` the sample
     standard deviation (:math:`n - 1` in its denominator): pairing removes the spread between items
     that both measurements share (two models on the same test people, say).
+
+    Items that are not independent (several maps of one image) can be ``groups`` (one integer per item):
+    the differences are first averaged within each group, and the mean and its standard error are those
+    of the :math:`G` group means (a cluster-level standard error, with :math:`G - 1` degrees of freedom).
     """
     if first.shape != second.shape or first.dim() != 1:
         raise ValueError(f"paired_difference needs two 1-d tensors of one length, got {tuple(first.shape)} and {tuple(second.shape)}")
-    if len(first) < 2:
-        raise ValueError(f"paired_difference needs at least 2 pairs to estimate a standard error, got {len(first)}")
     d = first.double() - second.double()
+    if groups is not None and len(d) > 0:
+        if groups.shape != first.shape or groups.is_floating_point() or groups.is_complex():
+            raise ValueError(f"groups must give one integer group per item ({len(first)}), got {groups.dtype} of shape {tuple(groups.shape)}")
+        d = torch.stack([d[groups == g].mean() for g in torch.unique(groups)])
+    if len(d) < 2:
+        raise ValueError(f"paired_difference needs at least 2 pairs (or groups) to estimate a standard error, got {len(d)}")
     return PairedDifference(float(d.mean()), float(d.std() / len(d) ** 0.5))
 
 
@@ -252,6 +269,8 @@ def box_from_map(saliency: Tensor, threshold: float = 0.15) -> Box:
     ends exclusive, in the map's pixels."""
     if saliency.dim() != 2:
         raise ValueError(f"box_from_map takes one (H, W) map, got shape {tuple(saliency.shape)}")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold is a fraction of the map's maximum in (0, 1], got {threshold}")
     peak = float(saliency.max())
     if peak <= 0:
         raise ValueError("the map has no positive value: there is no region to put a box around")

@@ -10,6 +10,10 @@ The caption names the objects from left to right (by the centre of their boxes, 
 :data:`MIN_GAP` pixels apart, so the order is never ambiguous): "a small red circle and a large
 blue square".
 
+Two variants serve notebooks 06 and 10: :func:`varied_scene` (1 to 4 objects of any side from 8 to 20
+pixels, the world of the presence classifier) and :func:`instances_scene` (several instances of one
+shape, each of another size).
+
 Everything is a function of a seed: scene ``s`` is drawn from ``numpy.random.default_rng(s)``.
 Training, validation and test scenes come from the disjoint seed ranges of :data:`SPLITS`.
 """
@@ -17,6 +21,7 @@ Training, validation and test scenes come from the disjoint seed ranges of :data
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +38,8 @@ COLOURS = {"red": (0.85, 0.15, 0.12), "green": (0.15, 0.70, 0.20), "blue": (0.15
 SIZES = {"small": 10, "large": 18}  # side of the bounding square, in pixels
 MAX_OBJECTS = 3
 MIN_GAP = 4  # the centres of two objects differ by at least this many pixels horizontally
+VARIED_SIDES = tuple(range(8, 21))  # sides of the objects of varied scenes, in pixels
+MAX_VARIED_OBJECTS = 4
 SPLITS = {"train": range(0, 1_000_000), "validation": range(1_000_000, 1_010_000), "test": range(2_000_000, 2_010_000)}
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
@@ -103,42 +110,86 @@ def place_boxes(rng: np.random.Generator, sizes: list[int]) -> list[Box] | None:
     return boxes
 
 
-def make_scene(seed: int) -> Scene:
-    """The scene of one seed."""
-    rng = np.random.default_rng(seed)
-    while True:
-        n = int(rng.integers(1, MAX_OBJECTS + 1))
-        attributes = [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], list(SIZES)[rng.integers(len(SIZES))]) for _ in range(n)]
-        boxes = place_boxes(rng, [SIZES[size] for _, _, size in attributes])
-        if boxes is not None:
-            break
+def size_word(side: int) -> str:
+    """The word of :data:`SIZES` nearest to a side (exact for the captioned scenes' two sides)."""
+    return min(SIZES, key=lambda word: abs(SIZES[word] - side))
+
+
+def draw_scene(seed: int, rng: np.random.Generator, attributes: list[tuple[str, str, int]], boxes: list[Box]) -> Scene:
+    """Paint objects (shape, colour, side) into their boxes (side x side, from :func:`place_boxes`) on a fresh background drawn from ``rng``."""
+    if len(attributes) != len(boxes) or any(box[2] - box[0] != side or box[3] - box[1] != side for (_, _, side), box in zip(attributes, boxes)):
+        raise ValueError(f"each of the {len(attributes)} objects needs a box of its side, got boxes {boxes} for sides {[side for *_, side in attributes]}")
     image = background(rng)
     objects = []
-    for (shape, colour, size), box in zip(attributes, boxes):
+    for (shape, colour, side), box in zip(attributes, boxes):
         mask = shape_mask(shape, box)
         shade = rng.uniform(-0.05, 0.05)  # objects too are not one flat colour across scenes
         image[mask] = np.clip(np.array(COLOURS[colour]) + shade, 0, 1) + rng.normal(0.0, 0.02, size=(int(mask.sum()), 3))
-        objects.append(ShapeObject(shape, colour, size, box, torch.from_numpy(mask)))
+        objects.append(ShapeObject(shape, colour, size_word(side), box, torch.from_numpy(mask)))
     objects.sort(key=lambda o: o.box[0] + o.box[2])
     pixels = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32)).permute(2, 0, 1).contiguous()
     return Scene(seed, pixels, tuple(objects))
 
 
-def make_scenes(n: int, seed: int) -> list[Scene]:
-    """Scenes of the seeds ``seed, seed + 1, ..., seed + n - 1``."""
+def random_attributes(rng: np.random.Generator, n: int, side: Callable[[], int]) -> list[tuple[str, str, int]]:
+    """``n`` objects' (shape, colour, side), shape and colour uniform, the side from ``side()``, drawn in that order."""
+    return [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], side()) for _ in range(n)]
+
+
+def make_scene(seed: int) -> Scene:
+    """The scene of one seed: 1 to :data:`MAX_OBJECTS` objects of the two :data:`SIZES`, captioned."""
+    rng = np.random.default_rng(seed)
+    while True:
+        n = int(rng.integers(1, MAX_OBJECTS + 1))
+        attributes = random_attributes(rng, n, lambda: SIZES[list(SIZES)[rng.integers(len(SIZES))]])
+        boxes = place_boxes(rng, [side for _, _, side in attributes])
+        if boxes is not None:
+            return draw_scene(seed, rng, attributes, boxes)
+
+
+def varied_scene(seed: int) -> Scene:
+    """A scene of 1 to :data:`MAX_VARIED_OBJECTS` objects of any side in :data:`VARIED_SIDES` (the world of the
+    presence classifier, :mod:`gradcam_lite.presence`; the words of its captions round each side to a size word)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        n = int(rng.integers(1, MAX_VARIED_OBJECTS + 1))
+        attributes = random_attributes(rng, n, lambda: int(rng.choice(VARIED_SIDES)))
+        boxes = place_boxes(rng, [side for _, _, side in attributes])
+        if boxes is not None:
+            return draw_scene(seed, rng, attributes, boxes)
+
+
+def instances_scene(seed: int, shape: str, count: int) -> Scene:
+    """``count`` instances of ``shape``, each of another side (drawn without replacement from :data:`VARIED_SIDES`)
+    and a random colour, and nothing else: the several-instances test of Grad-CAM++ (notebooks 06 and 10)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; the world has {SHAPES}")
+    if not 1 <= count <= MAX_VARIED_OBJECTS:
+        raise ValueError(f"count must lie in 1..{MAX_VARIED_OBJECTS}, got {count}")
+    rng = np.random.default_rng(seed)
+    while True:
+        sides = [int(side) for side in rng.choice(VARIED_SIDES, size=count, replace=False)]
+        attributes = [(shape, list(COLOURS)[rng.integers(len(COLOURS))], side) for side in sides]
+        boxes = place_boxes(rng, sides)
+        if boxes is not None:
+            return draw_scene(seed, rng, attributes, boxes)
+
+
+def make_scenes(n: int, seed: int, maker: Callable[[int], Scene] = make_scene) -> list[Scene]:
+    """Scenes of the seeds ``seed, seed + 1, ..., seed + n - 1`` (``maker``: :func:`make_scene` or :func:`varied_scene`)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    return [make_scene(seed + i) for i in range(n)]
+    return [maker(seed + i) for i in range(n)]
 
 
-def split_scenes(split: str, n: int, start: int = 0) -> list[Scene]:
+def split_scenes(split: str, n: int, start: int = 0, maker: Callable[[int], Scene] = make_scene) -> list[Scene]:
     """``n`` scenes of a split (``"train"``, ``"validation"``, ``"test"``), from its ``start``-th seed on."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; the splits are {list(SPLITS)}")
     seeds = SPLITS[split]
     if start < 0 or start + n > len(seeds):
         raise ValueError(f"the {split} split has {len(seeds)} seeds; scenes {start} to {start + n - 1} lie outside it")
-    return make_scenes(n, seeds[start])
+    return make_scenes(n, seeds[start], maker)
 
 
 def batch_images(scenes: list[Scene]) -> Tensor:
