@@ -4,27 +4,39 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# JupyterLab settings for the course (no "get notified about Jupyter news?" pop-up), where JupyterLab reads overrides.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 # A cell that hangs fails the run after 5 minutes instead of stalling CI.
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 LAB_ARGS ?=
 # Jupyter refuses to run as root (containers, CI) unless told it may.
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test bench lock data
+.PHONY: lab test bench lock data assignments
 
 $(STAMP): requirements-lock.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || \
+	  { echo "make: the Python interpreter '$(PYTHON)' was not found. Install Python 3.11 or newer, or name yours: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "make: the locked versions need Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1). Try: make PYTHON=python3.11 ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --requirement requirements-lock.txt
+	@echo "make: installing the locked dependencies into $(VENV): several GB (PyTorch with its CUDA libraries; the README gives the size)"
+	$(BIN)/python -m pip install --progress-bar on --requirement requirements-lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(AS_ROOT) $(LAB_ARGS)
+$(LAB_SETTINGS): lab/overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp lab/overrides.json $@
+
+lab: $(STAMP) $(LAB_SETTINGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.default_url=/lab/tree/00_start_here.ipynb $(AS_ROOT) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+# Instructors: the student version of every notebook, made by nbgrader, in build/assignments/release/.
+assignments: $(STAMP)
+	$(BIN)/python tools/assignments.py build/assignments
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -1,8 +1,11 @@
 """The pip route (requirements-lock.txt) and the conda route (environment.yml) pin the same things."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +48,19 @@ def test_environment_python_meets_requires_python():
     minimum = re.search(r'requires-python = ">=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text())
     wanted = tuple(int(v) for v in python.removeprefix("python=").split("."))
     assert minimum and wanted >= (int(minimum[1]), int(minimum[2]))
+
+
+def test_readme_states_the_install_size_that_pip_makes():
+    # the sizes the README gives for .venv, measured (du) within 10 %: pip's wheels unpack to the same bytes everywhere
+    venv = Path(sys.prefix)
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("not running from the course's virtualenv (conda?): its size is not pip's")
+    readme = (ROOT / "README.md").read_text()
+    total, nvidia, triton = (float(x) for x in re.search(r"\*\*(\d+\.\d) GB\*\* on disk, of which (\d+\.\d) GB are NVIDIA's CUDA libraries and (\d+\.\d) GB triton", readme).groups())
+    site = next(venv.glob("lib/python3.*/site-packages"))
+
+    def gigabytes(path):
+        return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]) / 1e9
+
+    for stated, path in [(total, venv), (nvidia, site / "nvidia"), (triton, site / "triton")]:
+        assert gigabytes(path) == pytest.approx(stated, rel=0.1), f"README says {stated} GB for {path}"

@@ -68,3 +68,24 @@ def test_make_lab_serves_jupyterlab_with_notebook_00(lab_server):
     assert any("grad_cam" in "".join(cell["source"]) for cell in notebook["content"]["cells"])
     status, body = get(f"{base}/api/kernelspecs", token)
     assert "python3" in json.loads(body)["kernelspecs"]
+
+
+def test_make_lab_opens_notebook_00_without_the_news_question(lab_server):
+    base, token = lab_server
+    request = urllib.request.Request(f"{base}/", headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.geturl().endswith("/lab/tree/00_start_here.ipynb")
+    # the course's overrides replace the schema's default "none" (ask, the pop-up) with "false" (never fetch)
+    _, body = get(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification", token)
+    properties = json.loads(body)["schema"]["properties"]
+    assert properties["fetchNews"]["default"] == "false" and properties["checkForUpdates"]["default"] is False
+
+
+def test_make_names_a_python_that_is_not_there(tmp_path):
+    venv = tmp_path / "venv"
+    result = subprocess.run(["make", "--no-print-directory", "PYTHON=no-such-python-3.99", f"VENV={venv}", f"{venv}/.installed"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "the Python interpreter 'no-such-python-3.99' was not found" in result.stderr
+    assert "/bin/sh" not in result.stderr  # the shell's own garbled "not found" stays out
+    assert not venv.exists()

@@ -1,0 +1,45 @@
+"""The notebooks' structure: numbered names, exercises as nbgrader pairs, solutions collapsed for self-learners."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def notebook(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def test_names_are_numbered_snake_case():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(len(NOTEBOOKS))]
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", p.name) for p in NOTEBOOKS)
+
+
+def test_exercises_are_nbgrader_pairs_with_collapsed_solutions(notebook):
+    path, nb = notebook
+    cells = nb.cells
+    answers = [i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("solution")]
+    assert answers, f"{path.name} has no exercise"
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids)), f"{path.name}: grade_ids repeat"
+    for i in answers:
+        answer, test = cells[i], cells[i + 1]
+        assert answer.cell_type == "code" and "### BEGIN SOLUTION" in answer.source and "### END SOLUTION" in answer.source
+        assert answer.metadata.get("jupyter", {}).get("source_hidden") is True, f"{path.name}: solution {answer.metadata['nbgrader']['grade_id']} is not collapsed"
+        grading = test.metadata.get("nbgrader", {})
+        assert grading.get("grade") and grading.get("locked") and grading.get("points", 0) > 0 and not grading.get("solution")
+        assert grading["grade_id"] == answer.metadata["nbgrader"]["grade_id"] + "-test"
+        assert "assert" in test.source and "### BEGIN SOLUTION" not in test.source
+    for c in cells:
+        if "### BEGIN SOLUTION" in c.source:
+            assert c.metadata.get("nbgrader", {}).get("solution"), f"{path.name}: a solution region outside a solution cell"
+
+
+def test_stored_from_one_top_to_bottom_run(notebook):
+    path, nb = notebook
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name} was not stored from one run in a fresh kernel"
