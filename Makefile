@@ -9,6 +9,7 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 # A cell that hangs fails the run after 5 minutes instead of stalling CI.
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 LAB_ARGS ?=
+NOTEBOOK_DIR ?= notebooks
 # Jupyter refuses to run as root (containers, CI) unless told it may.
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -28,8 +29,10 @@ $(STAMP): requirements-lock.txt pyproject.toml
 $(LAB_SETTINGS): lab/overrides.json $(STAMP)
 	mkdir -p $(dir $@) && cp lab/overrides.json $@
 
+# The course's notebooks are trusted, so their stored widgets (the explorers) show before any cell runs.
 lab: $(STAMP) $(LAB_SETTINGS)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.default_url=/lab/tree/00_start_here.ipynb $(AS_ROOT) $(LAB_ARGS)
+	$(BIN)/jupyter trust $(NOTEBOOK_DIR)/*.ipynb >/dev/null
+	$(BIN)/jupyter lab --notebook-dir=$(NOTEBOOK_DIR) --LabApp.default_url=/lab/tree/00_start_here.ipynb $(AS_ROOT) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,21 +28,23 @@ def get(url: str, token: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-@pytest.fixture
-def lab_server(tmp_path):
+@contextmanager
+def running_lab(tmp_path: Path, notebook_dir: Path | None = None):
+    """`make lab` (on ``notebook_dir``, default the course's) on a free port with a known token, until the block ends; yields (base URL, token)."""
     port, token = free_port(), secrets.token_hex(16)
-    args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token} --ServerApp.open_browser=False"
+    args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token} --ServerApp.open_browser=False --LabApp.expose_app_in_browser=True"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    log = tmp_path / "lab.log"  # a file, not a pipe: a browser's requests fill a pipe nobody reads, and the server blocks
     process = subprocess.Popen(
-        ["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        ["make", "--no-print-directory", "lab", f"LAB_ARGS={args}", *([f"NOTEBOOK_DIR={notebook_dir}"] if notebook_dir else [])],
+        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"make lab exited with {process.returncode}: {process.stdout.read().decode()[-2000:]}")
+                raise AssertionError(f"make lab exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
                 get(f"{base}/api/status", token)
                 break
@@ -51,11 +54,18 @@ def lab_server(tmp_path):
                 time.sleep(0.5)
         yield base, token
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    with running_lab(tmp_path) as server:
+        yield server
 
 
 def test_make_lab_serves_jupyterlab_with_notebook_00(lab_server):

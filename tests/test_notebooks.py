@@ -43,3 +43,21 @@ def test_stored_from_one_top_to_bottom_run(notebook):
     path, nb = notebook
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1)), f"{path.name} was not stored from one run in a fresh kernel"
+
+
+def test_progress_bars_are_widgets_in_jupyterlab(notebook):
+    path, nb = notebook
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert not re.search(r"^\s*(from tqdm import|import tqdm\s*$)", code, re.M), f"{path.name}: use tqdm.auto (a widget in JupyterLab, text elsewhere)"
+
+
+def test_readme_course_map_is_current():
+    import sys
+
+    sys.path.insert(0, str(NOTEBOOKS[0].parent.parent / "tools"))
+    import course_map
+
+    readme, thumbnails = course_map.build()
+    assert readme == course_map.README.read_text(), "the README's course map is stale: run python tools/course_map.py"
+    for path, data in thumbnails.items():
+        assert path.exists() and path.read_bytes() == data, f"{path.name} is stale: run python tools/course_map.py"

@@ -1,0 +1,122 @@
+"""The README's course map, made from the stored notebooks: ``python tools/course_map.py`` (``--check`` only compares).
+
+For each notebook: a thumbnail of its key figure (the first figure it stores), written to
+``docs/thumbnails/<notebook>.jpg``; the idea and the measurement (:data:`COURSE`); its run time, from the
+timestamps its one top-to-bottom run stored (on the 2-core machine that ran it); and whether it ends in a
+"paper vs ours" table. The table replaces the README's text between the two ``course-map`` markers.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+THUMBNAILS = REPO / "docs" / "thumbnails"
+START, END = "<!-- course-map:start -->", "<!-- course-map:end -->"
+THUMBNAIL_WIDTH = 220
+
+# notebook -> (the idea, the measurement)
+COURSE = {
+    "00_start_here": ("Grad-CAM in three lines on a real photo; map of the course",
+                      "top-1 class and its map; each class's map share inside its own object on a two-object photo"),
+    "01_taylor_intuition": ("first-order Taylor expansion; $\\alpha^c_k$ as the average slope of $y^c$ along channel $k$",
+                            "finite differences vs gradients; predicted vs actual score change; average slope vs full gradient"),
+    "02_cam_equivalence": ("on GAP + linear nets $\\alpha^c_k = w^c_k / Z$: Grad-CAM = CAM / Z",
+                           "max abs error at float round-off; an MLP head breaks CAM, not Grad-CAM"),
+    "03_gradcam_from_hooks": ("capture $A$ and $\\partial y/\\partial A$ with hooks, by hand",
+                              "hand-made map == package map; class discrimination; layer choice; an explorer widget"),
+    "04_relu_and_counterfactuals": ("why the ReLU; counterfactual maps",
+                                    "deletion on the logit $y^c$ ($p(c)$ beside it) against random regions of the same size; deletion curves"),
+    "05_guided_gradcam": ("guided backprop, deconvnet, fusion with Grad-CAM", "class discrimination; sanity check under randomisation"),
+    "06_gradcam_plus_plus": ("Grad-CAM++ derived; Smooth Grad-CAM++, three ways to average",
+                             "equal-size instances with distractors; instances of different sizes on the shapes classifier; cost of smoothing"),
+    "07_captioning": ("explain each word of a CNN + GRU captioner trained on a generated shapes world",
+                      "pointing game and mask share per word type against centre and random baselines"),
+    "08_vqa": ("explain the answer of a VQA model (CNN + GRU, product fusion, no attention) on the shapes world",
+               "the map moves to the object each question refers to: pointing game and mask share per question type against baselines"),
+    "09_bias_doctor_nurse": ("how Grad-CAM exposes a dataset bias: the paper's doctor/nurse study on drawn people",
+                             "biased vs balanced training: accuracy per cell, map share on the head vs the tool, the other hair, a sweep of the bias ratio"),
+    "10_evaluating_explanations": ("the paper's evaluation, measured: faithfulness, pointing game, weak localisation, adversarial robustness, failure modes",
+                                   "rank correlation with occlusion; five methods against centre and random maps on 500 scenes, with their cost; Grad-CAM++ on 300 multi-instance scenes; PGD"),
+}
+
+
+def notebooks() -> list[Path]:
+    return sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def key_figure(nb: nbformat.NotebookNode) -> bytes | None:
+    """The first figure the notebook stores, as a JPEG thumbnail THUMBNAIL_WIDTH pixels wide."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for mime in ("image/png", "image/jpeg"):
+                if mime in output.get("data", {}):
+                    image = Image.open(io.BytesIO(base64.b64decode(output["data"][mime]))).convert("RGB")
+                    height = round(image.height * THUMBNAIL_WIDTH / image.width)
+                    buffer = io.BytesIO()
+                    image.resize((THUMBNAIL_WIDTH, height), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=80)
+                    return buffer.getvalue()
+    return None
+
+
+def run_seconds(nb: nbformat.NotebookNode) -> float:
+    """From the first code cell's start to the last one's reply, as the stored run recorded them."""
+    stamps = [cell.metadata.get("execution", {}) for cell in nb.cells if cell.cell_type == "code"]
+    if not stamps or not stamps[0] or not stamps[-1]:
+        raise ValueError("the notebook stores no execution timestamps: run it with nbconvert --execute (nbclient records them)")
+    start = datetime.fromisoformat(stamps[0]["iopub.execute_input"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(stamps[-1]["shell.execute_reply"].replace("Z", "+00:00"))
+    return (end - start).total_seconds()
+
+
+def build() -> tuple[str, dict[Path, bytes]]:
+    """The README with a fresh course map, and the thumbnails it links."""
+    missing = sorted({p.stem for p in notebooks()} ^ set(COURSE))
+    if missing:
+        raise ValueError(f"COURSE and notebooks/ disagree on {missing}")
+    rows = ["| # | key figure | notebook | the idea | the measurement | run time | paper vs ours |", "|---|---|---|---|---|---:|---|"]
+    thumbnails = {}
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        idea, measurement = COURSE[path.stem]
+        thumbnail = key_figure(nb)
+        picture = ""
+        if thumbnail is not None:
+            target = THUMBNAILS / f"{path.stem}.jpg"
+            thumbnails[target] = thumbnail
+            picture = f"![{path.stem}]({target.relative_to(REPO).as_posix()})"
+        compared = any(c.cell_type == "markdown" and "paper vs ours" in c.source.lower() for c in nb.cells)
+        rows.append(f"| {path.stem[:2]} | {picture} | [`{path.stem}`](notebooks/{path.name}) | {idea} | {measurement} | "
+                    f"{run_seconds(nb):.0f} s | {'a table in the notebook' if compared else '-'} |")
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"README.md lacks the markers {START} and {END}")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    return before + START + "\n" + "\n".join(rows) + "\n" + END + after, thumbnails
+
+
+def main() -> None:
+    readme, thumbnails = build()
+    if "--check" in sys.argv[1:]:
+        stale = [p for p, data in thumbnails.items() if not p.exists() or p.read_bytes() != data]
+        if readme != README.read_text() or stale:
+            sys.exit(f"the course map is stale ({'README' if readme != README.read_text() else ''} {[p.name for p in stale]}): run python tools/course_map.py")
+        return
+    THUMBNAILS.mkdir(parents=True, exist_ok=True)
+    for path, data in thumbnails.items():
+        path.write_bytes(data)
+    README.write_text(readme)
+    print(f"README.md course map and {len(thumbnails)} thumbnails in {THUMBNAILS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
