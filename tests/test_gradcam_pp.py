@@ -131,7 +131,7 @@ def test_smooth_is_reproducible_with_a_generator_and_checks_arguments():
     x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     first = smooth_grad_cam_pp(model, x, 1, "features.1", n_samples=3, sigma=0.5, generator=torch.Generator().manual_seed(1))
     again = smooth_grad_cam_pp(model, x, 1, "features.1", n_samples=3, sigma=0.5, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)  # the same call with the same seed: one sequence of operations
     with pytest.raises(ValueError, match="n_samples"):
         smooth_grad_cam_pp(model, x, 1, "features.1", n_samples=0)
     with pytest.raises(ValueError, match="sigma"):

@@ -136,27 +136,28 @@ def random_attributes(rng: np.random.Generator, n: int, side: Callable[[], int])
     return [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], side()) for _ in range(n)]
 
 
-def make_scene(seed: int) -> Scene:
-    """The scene of one seed: 1 to :data:`MAX_OBJECTS` objects of the two :data:`SIZES`, captioned."""
-    rng = np.random.default_rng(seed)
+def placed_scene(seed: int, rng: np.random.Generator, draw_attributes: Callable[[], list[tuple[str, str, int]]]) -> Scene:
+    """Draw objects' attributes until :func:`place_boxes` fits them, then paint the scene."""
     while True:
-        n = int(rng.integers(1, MAX_OBJECTS + 1))
-        attributes = random_attributes(rng, n, lambda: SIZES[list(SIZES)[rng.integers(len(SIZES))]])
+        attributes = draw_attributes()
         boxes = place_boxes(rng, [side for _, _, side in attributes])
         if boxes is not None:
             return draw_scene(seed, rng, attributes, boxes)
+
+
+def make_scene(seed: int) -> Scene:
+    """The scene of one seed: 1 to :data:`MAX_OBJECTS` objects of the two :data:`SIZES`, captioned."""
+    rng = np.random.default_rng(seed)
+    return placed_scene(seed, rng, lambda: random_attributes(rng, int(rng.integers(1, MAX_OBJECTS + 1)),
+                                                             lambda: SIZES[list(SIZES)[rng.integers(len(SIZES))]]))
 
 
 def varied_scene(seed: int) -> Scene:
     """A scene of 1 to :data:`MAX_VARIED_OBJECTS` objects of any side in :data:`VARIED_SIDES` (the world of the
     presence classifier, :mod:`gradcam_lite.presence`; the words of its captions round each side to a size word)."""
     rng = np.random.default_rng(seed)
-    while True:
-        n = int(rng.integers(1, MAX_VARIED_OBJECTS + 1))
-        attributes = random_attributes(rng, n, lambda: int(rng.choice(VARIED_SIDES)))
-        boxes = place_boxes(rng, [side for _, _, side in attributes])
-        if boxes is not None:
-            return draw_scene(seed, rng, attributes, boxes)
+    return placed_scene(seed, rng, lambda: random_attributes(rng, int(rng.integers(1, MAX_VARIED_OBJECTS + 1)),
+                                                             lambda: int(rng.choice(VARIED_SIDES))))
 
 
 def instances_scene(seed: int, shape: str, count: int) -> Scene:
@@ -167,12 +168,12 @@ def instances_scene(seed: int, shape: str, count: int) -> Scene:
     if not 1 <= count <= MAX_VARIED_OBJECTS:
         raise ValueError(f"count must lie in 1..{MAX_VARIED_OBJECTS}, got {count}")
     rng = np.random.default_rng(seed)
-    while True:
+
+    def instances() -> list[tuple[str, str, int]]:
         sides = [int(side) for side in rng.choice(VARIED_SIDES, size=count, replace=False)]
-        attributes = [(shape, list(COLOURS)[rng.integers(len(COLOURS))], side) for side in sides]
-        boxes = place_boxes(rng, sides)
-        if boxes is not None:
-            return draw_scene(seed, rng, attributes, boxes)
+        return [(shape, list(COLOURS)[rng.integers(len(COLOURS))], side) for side in sides]
+
+    return placed_scene(seed, rng, instances)
 
 
 def make_scenes(n: int, seed: int, maker: Callable[[int], Scene] = make_scene) -> list[Scene]:
