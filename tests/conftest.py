@@ -74,3 +74,9 @@ def lite0():
 def photos():
     """chelsea, coffee and cat_espresso as one preprocessed batch (3, 3, 224, 224)."""
     return models.preprocess([data.load_image(n) for n in ("chelsea", "coffee", "cat_espresso")])
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all-assignments", action="store_true",
+                     help="execute every untouched student version through nbgrader autograde (about 8 minutes on 2 cores; "
+                          "`make test-assignments`), not only notebook 01's")

@@ -64,3 +64,42 @@ def test_readme_states_the_install_size_that_pip_makes():
 
     for stated, path in [(total, venv), (nvidia, site / "nvidia"), (triton, site / "triton")]:
         assert gigabytes(path) == pytest.approx(stated, rel=0.1), f"README says {stated} GB for {path}"
+
+
+def cuda_only_packages() -> set[str]:
+    """The lock's packages that only PyPI's CUDA build of torch brings: torch's requirements among the NVIDIA, CUDA
+    and triton projects, with everything they require in turn (read from the installed packages' metadata)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    def needs(name: str, extras=frozenset()) -> set[tuple[str, frozenset]]:  # the requirements that apply here
+        wanted = [Requirement(r) for r in requires(name) or []]
+        return {(r.name.lower(), frozenset(r.extras)) for r in wanted
+                if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in extras | {""})}
+
+    found = {(n, e) for n, e in needs("torch") if n.startswith(("nvidia-", "cuda-", "triton"))}
+    while extra := set().union(*(needs(n, e) for n, e in found)) - found:
+        found |= extra
+    return {n for n, _ in found}
+
+
+def test_cpu_route_installs_the_lock_without_what_only_cuda_needs(tmp_path):
+    # `make TORCH=cpu` cannot be run here (PyTorch's own index is out of reach): check the commands it would run
+    # and run its one local step, the requirement list
+    venv = tmp_path / "venv"
+    commands = subprocess.run(["make", "-n", "TORCH=cpu", f"VENV={venv}", f"{venv}/.installed"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+    (listing,) = [c for c in commands if c.startswith("grep ")]
+    (install,) = [c for c in commands if " -m pip install --progress-bar on " in c]
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in install and f"--requirement {venv}/requirements-cpu.txt" in install
+    venv.mkdir()
+    subprocess.run(["bash", "-c", listing], cwd=ROOT, check=True)
+    kept = {line.split("==")[0].lower() for line in (venv / "requirements-cpu.txt").read_text().splitlines() if "==" in line}
+    assert kept == set(lock_pins()) - cuda_only_packages()
+    assert {"torch", "torchvision"} <= kept and cuda_only_packages() & set(lock_pins())
+
+
+def test_an_unknown_torch_route_is_refused_by_name():
+    done = subprocess.run(["make", "-n", "TORCH=gpu", "test"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "TORCH must be pypi" in done.stderr and "'gpu'" in done.stderr

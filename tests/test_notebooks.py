@@ -27,16 +27,35 @@ def test_exercises_are_nbgrader_pairs_with_collapsed_solutions(notebook):
     ids = [c.metadata["nbgrader"]["grade_id"] for c in cells if "nbgrader" in c.metadata]
     assert len(ids) == len(set(ids)), f"{path.name}: grade_ids repeat"
     for i in answers:
-        answer, test = cells[i], cells[i + 1]
+        answer = cells[i]
+        grade_id = answer.metadata["nbgrader"]["grade_id"]
+        assert answer.metadata.get("jupyter", {}).get("source_hidden") is True, f"{path.name}: solution {grade_id} is not collapsed"
+        if answer.cell_type == "markdown":  # a written answer, graded by hand: the whole cell is the solution
+            assert answer.metadata["nbgrader"].get("grade") and answer.metadata["nbgrader"]["points"] > 0 and grade_id.endswith("-written")
+            assert "Written answer to" in cells[i - 1].source and "graded by hand" in cells[i - 1].source, f"{path.name}: {grade_id} has no question above it"
+            continue
+        test = cells[i + 1]
         assert answer.cell_type == "code" and "### BEGIN SOLUTION" in answer.source and "### END SOLUTION" in answer.source
-        assert answer.metadata.get("jupyter", {}).get("source_hidden") is True, f"{path.name}: solution {answer.metadata['nbgrader']['grade_id']} is not collapsed"
         grading = test.metadata.get("nbgrader", {})
         assert grading.get("grade") and grading.get("locked") and grading.get("points", 0) > 0 and not grading.get("solution")
-        assert grading["grade_id"] == answer.metadata["nbgrader"]["grade_id"] + "-test"
+        assert grading["grade_id"] == grade_id + "-test"
         assert "assert" in test.source and "### BEGIN SOLUTION" not in test.source
     for c in cells:
         if "### BEGIN SOLUTION" in c.source:
             assert c.metadata.get("nbgrader", {}).get("solution"), f"{path.name}: a solution region outside a solution cell"
+    assert not [c for c in cells if c.cell_type == "markdown" and re.search(r"\bSolution to \d", c.source)], \
+        f"{path.name}: a solution in a plain markdown cell would reach the student version"
+
+
+def test_points_stated_in_the_notebook_match_its_cells(notebook):
+    path, nb = notebook
+    graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    auto = sum(c.metadata["nbgrader"]["points"] for c in graded if not c.metadata["nbgrader"].get("solution"))
+    written = sum(c.metadata["nbgrader"]["points"] for c in graded if c.metadata["nbgrader"].get("solution"))
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    stated = re.search(r"\*Points: (\d+) in all(?:: (\d+) autograded.*? and (\d+) for written answers)?", text)
+    assert stated, f"{path.name} does not state its points"
+    assert (int(stated[1]), int(stated[2] or stated[1]), int(stated[3] or 0)) == (auto + written, auto, written)
 
 
 def test_stored_from_one_top_to_bottom_run(notebook):
