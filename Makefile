@@ -6,11 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # TORCH=cpu is the lighter route, for users whose network reaches PyTorch's own package index (which is not PyPI; the
 # course's CI cannot reach it, so only the requirement list of this route is tested): torch and torchvision as
-# PyTorch's CPU-only builds, and the lock without the NVIDIA libraries, triton and CUDA packages that only PyPI's
-# torch wheel pulls in. Choose it when .venv is first made (rm -rf .venv to switch).
-TORCH ?= pypi
+# PyTorch's CPU-only builds (pinned as +cpu on Linux, so that pip fails rather than fall back on PyPI's CUDA build),
+# and the lock without the NVIDIA libraries, triton and CUDA packages that only PyPI's torch wheel pulls in.
+# .venv remembers its route, which later commands follow; rm -rf .venv to switch.
+TORCH_ROUTE := $(VENV)/torch-route
+MADE_WITH := $(shell cat $(TORCH_ROUTE) 2>/dev/null)
+TORCH ?= $(or $(MADE_WITH),pypi)
+ifneq ($(MADE_WITH),)
+ifneq ($(MADE_WITH),$(TORCH))
+$(error $(VENV) was made with TORCH=$(MADE_WITH); to switch to TORCH=$(TORCH), first rm -rf $(VENV))
+endif
+endif
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 CUDA_ONLY := ^(nvidia-|triton==|cuda-)
+CPU_BUILD := $(if $(filter Linux,$(shell uname -s)),+cpu)
 ifeq ($(TORCH),pypi)
 LOCK_INSTALL := --requirement requirements-lock.txt
 else ifeq ($(TORCH),cpu)
@@ -38,9 +47,10 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "make: the locked versions need Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1). Try: make PYTHON=python3.11 ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	echo $(TORCH) > $(TORCH_ROUTE)
 ifeq ($(TORCH),cpu)
 	@echo "make: installing the locked dependencies into $(VENV), with PyTorch's CPU-only wheels from $(TORCH_CPU_INDEX)"
-	grep -v -E '$(CUDA_ONLY)' requirements-lock.txt > $(VENV)/requirements-cpu.txt
+	grep -v -E '$(CUDA_ONLY)' requirements-lock.txt | sed -E 's/^(torch|torchvision)==(.*)$$/\1==\2$(CPU_BUILD)/' > $(VENV)/requirements-cpu.txt
 else
 	@echo "make: installing the locked dependencies into $(VENV): several GB (PyTorch with its CUDA libraries; the README gives the size)"
 endif

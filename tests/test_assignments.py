@@ -95,8 +95,8 @@ def test_every_notebook_becomes_a_student_version_without_answers(course):
         split = [split_lines(c) for c in source.cells if c.cell_type == "code"]
         secret = set().union(*(h for h, _ in split)) - set().union(*(v for _, v in split))  # lines only the answers hold
         assert secret and not [line for line in secret if line in text], f"{student_path.name} shows solution or hidden-test lines"
-        written = [c.source for c in nbgrader_cells(source, solution=True) if c.cell_type == "markdown"]
-        assert not [answer for answer in written if answer in text], f"{student_path.name} shows a written answer"
+        written = [line.strip() for c in nbgrader_cells(source, solution=True) if c.cell_type == "markdown" for line in c.source.splitlines()]
+        assert not [line for line in written if line and line in text], f"{student_path.name} shows a line of a written answer"
         assert not any(c.get("outputs") for c in student.cells if c.cell_type == "code")
         answers = nbgrader_cells(student, solution=True)
         assert answers and all(("raise NotImplementedError()" if c.cell_type == "code" else "YOUR ANSWER HERE") in c.source for c in answers)
@@ -183,19 +183,23 @@ def grade_written_answers_in_full(root: Path, student: str, names) -> None:
 
 def assert_full_marks(root: Path, student: str, names) -> None:
     """Every autograded test cell at full points, every written answer waiting for the instructor; then, once
-    graded by hand, the whole submission at full points."""
+    graded by hand, the whole submission at the points the notebook states."""
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for name in names:
+            source = nbformat.read(assignments.NOTEBOOKS / f"{name}.ipynb", 4)
             grades = [g for nb in gradebook.find_submission(name, student).notebooks for g in nb.grades]
             auto = [g for g in grades if g.cell.cell_type == "code"]
             written = [g for g in grades if g.cell.cell_type == "markdown"]
-            assert auto and all(g.auto_score == g.max_score and not g.needs_manual_grade for g in auto), name
+            assert len(auto) == len([c for c in nbgrader_cells(source, grade=True) if c.cell_type == "code"]) > 0, name
+            assert len(written) == len([c for c in nbgrader_cells(source, grade=True) if c.cell_type == "markdown"]), name
+            assert all(g.auto_score == g.max_score and not g.needs_manual_grade for g in auto), name
             assert all(g.auto_score is None and g.needs_manual_grade for g in written), name
     grade_written_answers_in_full(root, student, names)
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for name in names:
             submission = gradebook.find_submission(name, student)
-            assert submission.max_score > 0 and submission.score == submission.max_score, name
+            text = "\n".join(c.source for c in nbformat.read(assignments.NOTEBOOKS / f"{name}.ipynb", 4).cells)
+            assert f"*Points: {submission.max_score:.0f} in all" in text and submission.score == submission.max_score, name
 
 
 def test_the_instructors_version_autograded_by_nbgrader_scores_full_points(course):
@@ -210,4 +214,9 @@ def test_every_instructors_version_scores_full_points_on_its_stored_run(course):
     for path in NOTEBOOKS:
         submit(root, "stored-run", path)
     autograde(assignments.course_api(root, STORED_OUTPUTS), "stored-run", [p.stem for p in NOTEBOOKS])
+    for path in NOTEBOOKS:  # graded as stored, not run again: the outputs are those of the stored run
+        graded = nbformat.read(root / "autograded" / "stored-run" / path.stem / path.name, 4)
+        stored = nbformat.read(path, 4)
+        assert [(c.execution_count, c.outputs) for c in graded.cells if c.cell_type == "code"] == \
+               [(c.execution_count, c.outputs) for c in stored.cells if c.cell_type == "code"], path.stem
     assert_full_marks(root, "stored-run", [p.stem for p in NOTEBOOKS])

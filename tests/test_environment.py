@@ -91,13 +91,26 @@ def test_cpu_route_installs_the_lock_without_what_only_cuda_needs(tmp_path):
     commands = subprocess.run(["make", "-n", "TORCH=cpu", f"VENV={venv}", f"{venv}/.installed"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout.splitlines()
     (listing,) = [c for c in commands if c.startswith("grep ")]
+    (remember,) = [c for c in commands if c.startswith("echo cpu >")]
     (install,) = [c for c in commands if " -m pip install --progress-bar on " in c]
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in install and f"--requirement {venv}/requirements-cpu.txt" in install
     venv.mkdir()
-    subprocess.run(["bash", "-c", listing], cwd=ROOT, check=True)
-    kept = {line.split("==")[0].lower() for line in (venv / "requirements-cpu.txt").read_text().splitlines() if "==" in line}
-    assert kept == set(lock_pins()) - cuda_only_packages()
-    assert {"torch", "torchvision"} <= kept and cuda_only_packages() & set(lock_pins())
+    for command in (remember, listing):
+        subprocess.run(["bash", "-c", command], cwd=ROOT, check=True)
+    kept = dict(line.lower().split("==") for line in (venv / "requirements-cpu.txt").read_text().splitlines() if "==" in line)
+    lock = lock_pins()
+    cpu_builds = {name: f"{lock[name]}+cpu" for name in ("torch", "torchvision")}  # the CPU index's local versions (Linux)
+    assert kept == {name: version for name, version in lock.items() if name not in cuda_only_packages()} | cpu_builds
+    assert cuda_only_packages() & set(lock)
+    assert (venv / "torch-route").read_text().split() == ["cpu"]  # remembered, so that later commands follow the route
+
+
+def test_a_venv_keeps_its_torch_route(tmp_path):
+    (tmp_path / "torch-route").write_text("cpu\n")
+    follows = subprocess.run(["make", "-n", f"VENV={tmp_path}", "test"], cwd=ROOT, capture_output=True, text=True)
+    assert follows.returncode == 0
+    switch = subprocess.run(["make", "-n", f"VENV={tmp_path}", "TORCH=pypi", "test"], cwd=ROOT, capture_output=True, text=True)
+    assert switch.returncode != 0 and "made with TORCH=cpu" in switch.stderr and f"rm -rf {tmp_path}" in switch.stderr
 
 
 def test_an_unknown_torch_route_is_refused_by_name():

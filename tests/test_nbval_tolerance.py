@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(name="align")
-def printed_precision_align(request):
-    """conftest.py's align, from the plugin pytest loaded (importing it by name would find tests/conftest.py)."""
-    (plugin,) = [p for p in request.config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == str(ROOT / "conftest.py")]
-    return plugin.align
+@pytest.fixture
+def plugin(request):
+    """The repository's conftest.py, as pytest loaded it (importing it by name would find tests/conftest.py)."""
+    (loaded,) = [p for p in request.config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == str(ROOT / "conftest.py")]
+    return loaded
 
 
 @pytest.mark.parametrize("stored, new, agree", [
@@ -29,12 +29,36 @@ def printed_precision_align(request):
     ("p = 0.80", "p = 0.8", False),                         # printed differently: not a rounding difference
     ("0.79 on the cat", "0.78 on the dog", False),          # the text around the numbers must match
     ("share 95.2%", "share 95.3%", True),
+    ("47% of activations", "48% of activations", True),     # rounded to whole percent or whole SE: rounded values
+    ("+49 SE", "+48 SE", True),
+    ("   -0.01  -0.00", "   -0.01   0.00", True),           # a padded column whose value changes sign
+    ("  9.99", " 10.00", False),                            # one digit more: printed differently
+    ("features.8: 0.71", "features.7: 0.71", False),        # digits in names and versions are text
+    ("layer4.1, torch 2.14.1", "layer4.0, torch 2.13.1", False),
+    ("share 0.79.", "share 0.78.", True),                   # a number ending a sentence
 ])
-def test_numbers_agree_within_one_unit_of_their_last_printed_digit(align, stored, new, agree):
-    assert (align(stored, new) == stored) is agree
+def test_numbers_agree_within_one_unit_of_their_last_printed_digit(plugin, stored, new, agree):
+    assert (plugin.align(stored, new) == stored) is agree
 
 
-def test_nbval_uses_it(tmp_path):
+def test_outputs_align_by_kind_and_rank_after_sanitizing(plugin):
+    import re
+
+    def sanitize(text):
+        return re.sub(r"0x[0-9a-f]+", "ADDRESS", text)
+
+    stored = [nbformat.v4.new_output("stream", name="stdout", text="at 0x7f3a9b, r = 0.79\n"),
+              nbformat.v4.new_output("display_data", data={"text/markdown": "| a | 0.50 |", "text/plain": "<Markdown>"})]
+    new = [nbformat.v4.new_output("display_data", data={"text/markdown": "| a | 0.51 |", "text/plain": "<Markdown>"}),
+           nbformat.v4.new_output("stream", name="stdout", text="at 0x7f3ab9c2d, r = 0.78\n")]
+    aligned = plugin.align_outputs(stored, new, sanitize)
+    assert aligned[0]["data"]["text/markdown"] == "| a | 0.50 |" and aligned[1]["text"] == "at ADDRESS, r = 0.79\n"
+    assert new[1]["text"] == "at 0x7f3ab9c2d, r = 0.78\n"  # the outputs nbval holds are left as they ran
+    other = [nbformat.v4.new_output("stream", name="stderr", text="r = 0.78\n")]
+    assert plugin.align_outputs(stored, other, sanitize)[0]["text"] == "r = 0.78\n"  # no stored stderr to align on
+
+
+def test_nbval_uses_it():
     # a notebook stored with 0.79 that now prints 0.78 passes; one that prints 0.77 fails
     folder = ROOT / "build" / f"nbval-tolerance-{uuid.uuid4().hex[:8]}"  # under the repository, where conftest.py applies
     folder.mkdir(parents=True)

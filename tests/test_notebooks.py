@@ -80,3 +80,23 @@ def test_readme_course_map_is_current():
     assert readme == course_map.README.read_text(), "the README's course map is stale: run python tools/course_map.py"
     for path, data in thumbnails.items():
         assert path.exists() and path.read_bytes() == data, f"{path.name} is stale: run python tools/course_map.py"
+
+
+def test_course_map_quotes_a_paper_vs_ours_table_row_by_row():
+    import sys
+
+    sys.path.insert(0, str(NOTEBOOKS[0].parent.parent / "tools"))
+    import course_map
+
+    def table(*rows):
+        output = nbformat.v4.new_output("display_data", data={"text/markdown": "| | paper | ours |\n|---|---|---|\n" + "\n".join(rows)})
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=[output])])
+
+    nb = table("| accuracy | 82 % | 74.7% |", "| pointing | 70.58 % | 65.8% (500 scenes) |")
+    assert course_map.paper_vs_ours(nb, ["pointing", "accuracy"]) == "pointing: paper 70.58 %; ours 65.8% (500 scenes)<br>accuracy: paper 82 %; ours 74.7%"
+    with pytest.raises(ValueError, match="no rows \\['recall'\\]"):
+        course_map.paper_vs_ours(nb, ["recall"])
+    with pytest.raises(ValueError, match="label of its own"):
+        course_map.paper_vs_ours(table("| accuracy | 82 % | 74.7% |", "| accuracy | 90 % | 93.0% |"), ["accuracy"])
+    with pytest.raises(ValueError, match="label of its own"):
+        course_map.paper_vs_ours(table("| accuracy | 82 % | a | b |"), ["accuracy"])

@@ -7,8 +7,8 @@ version to ``release/<assignment>/``: outputs cleared, every solution replaced b
 hidden tests removed, test cells locked by checksums; written answers become "YOUR ANSWER HERE", graded by hand.
 ROOT also gets the course's ``nbgrader_config.py`` (:data:`COURSE_CONFIG`), which nbgrader reads when run from ROOT. From
 there on the instructor uses nbgrader as usual (collect into ``submitted/<student>/<assignment>/``, then
-``nbgrader autograde``, ``nbgrader formgrader`` for the written answers and ``nbgrader generate_feedback``, from ROOT); the
-README lists the commands.
+``nbgrader autograde``, the formgrader of JupyterLab's Nbgrader menu for the written answers and ``nbgrader
+generate_feedback``, from ROOT); the README lists the commands.
 """
 
 from __future__ import annotations

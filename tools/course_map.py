@@ -85,8 +85,10 @@ def paper_vs_ours(nb: nbformat.NotebookNode, rows: list[str]) -> str:
         raise ValueError(f"expected one stored 'paper vs ours' table, found {len(tables)}")
     cells = {}
     for line in tables[0].splitlines()[2:]:
-        label, paper, ours = (part.strip() for part in line.strip().strip("|").split(" | "))
-        cells[label] = (paper, ours)
+        parts = [part.strip() for part in line.strip().removeprefix("|").removesuffix("|").split(" | ")]
+        if len(parts) != 3 or parts[0] in cells:
+            raise ValueError(f"a 'paper vs ours' row must be '| label | paper | ours |' with a label of its own: {line!r}")
+        cells[parts[0]] = (parts[1], parts[2])
     unknown = [row for row in rows if row not in cells]
     if unknown:
         raise ValueError(f"the table has no rows {unknown}; its rows are {list(cells)}")
