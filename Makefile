@@ -12,11 +12,6 @@ STAMP := $(VENV)/.installed
 TORCH_ROUTE := $(VENV)/torch-route
 MADE_WITH := $(shell cat $(TORCH_ROUTE) 2>/dev/null)
 TORCH ?= $(or $(MADE_WITH),pypi)
-ifneq ($(MADE_WITH),)
-ifneq ($(MADE_WITH),$(TORCH))
-$(error $(VENV) was made with TORCH=$(MADE_WITH); to switch to TORCH=$(TORCH), first rm -rf $(VENV))
-endif
-endif
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 CUDA_ONLY := ^(nvidia-|triton==|cuda-)
 CPU_BUILD := $(if $(filter Linux,$(shell uname -s)),+cpu)
@@ -26,6 +21,11 @@ else ifeq ($(TORCH),cpu)
 LOCK_INSTALL := --extra-index-url $(TORCH_CPU_INDEX) --requirement $(VENV)/requirements-cpu.txt
 else
 $(error TORCH must be pypi (the default, PyTorch from PyPI) or cpu (PyTorch's CPU-only wheels from its own index), not '$(TORCH)')
+endif
+ifneq ($(MADE_WITH),)
+ifneq ($(MADE_WITH),$(TORCH))
+$(error $(VENV) was made with TORCH=$(MADE_WITH); to switch to TORCH=$(TORCH), first rm -rf $(VENV))
+endif
 endif
 # JupyterLab settings for the course (no "get notified about Jupyter news?" pop-up), where JupyterLab reads overrides.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
