@@ -184,9 +184,9 @@ def grade_written_answers_in_full(root: Path, student: str, names) -> None:
 def assert_full_marks(root: Path, student: str, names) -> None:
     """Every autograded test cell at full points, every written answer waiting for the instructor; then, once
     graded by hand, the whole submission at the points the notebook states."""
+    sources = {name: nbformat.read(assignments.NOTEBOOKS / f"{name}.ipynb", 4) for name in names}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        for name in names:
-            source = nbformat.read(assignments.NOTEBOOKS / f"{name}.ipynb", 4)
+        for name, source in sources.items():
             grades = [g for nb in gradebook.find_submission(name, student).notebooks for g in nb.grades]
             auto = [g for g in grades if g.cell.cell_type == "code"]
             written = [g for g in grades if g.cell.cell_type == "markdown"]
@@ -198,7 +198,7 @@ def assert_full_marks(root: Path, student: str, names) -> None:
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for name in names:
             submission = gradebook.find_submission(name, student)
-            text = "\n".join(c.source for c in nbformat.read(assignments.NOTEBOOKS / f"{name}.ipynb", 4).cells)
+            text = "\n".join(c.source for c in sources[name].cells)
             assert f"*Points: {submission.max_score:.0f} in all" in text and submission.score == submission.max_score, name
 
 

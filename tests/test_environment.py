@@ -98,10 +98,10 @@ def test_cpu_route_installs_the_lock_without_what_only_cuda_needs(tmp_path):
     for command in (remember, listing):
         subprocess.run(["bash", "-c", command], cwd=ROOT, check=True)
     kept = dict(line.lower().split("==") for line in (venv / "requirements-cpu.txt").read_text().splitlines() if "==" in line)
-    lock = lock_pins()
+    lock, cuda_only = lock_pins(), cuda_only_packages()
     cpu_builds = {name: f"{lock[name]}+cpu" for name in ("torch", "torchvision")}  # the CPU index's local versions (Linux)
-    assert kept == {name: version for name, version in lock.items() if name not in cuda_only_packages()} | cpu_builds
-    assert cuda_only_packages() & set(lock)
+    assert kept == {name: version for name, version in lock.items() if name not in cuda_only} | cpu_builds
+    assert cuda_only & set(lock)
     assert (venv / "torch-route").read_text().split() == ["cpu"]  # remembered, so that later commands follow the route
 
 

@@ -1,5 +1,6 @@
 """The nbval output check within printed precision (conftest.py at the repository's root)."""
 
+import re
 import subprocess
 import sys
 import uuid
@@ -42,8 +43,6 @@ def test_numbers_agree_within_one_unit_of_their_last_printed_digit(plugin, store
 
 
 def test_outputs_align_by_kind_and_rank_after_sanitizing(plugin):
-    import re
-
     def sanitize(text):
         return re.sub(r"0x[0-9a-f]+", "ADDRESS", text)
 

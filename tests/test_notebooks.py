@@ -70,24 +70,24 @@ def test_progress_bars_are_widgets_in_jupyterlab(notebook):
     assert not re.search(r"^\s*(from tqdm import|import tqdm\s*$)", code, re.M), f"{path.name}: use tqdm.auto (a widget in JupyterLab, text elsewhere)"
 
 
-def test_readme_course_map_is_current():
+@pytest.fixture
+def course_map():
     import sys
 
     sys.path.insert(0, str(NOTEBOOKS[0].parent.parent / "tools"))
     import course_map
 
+    return course_map
+
+
+def test_readme_course_map_is_current(course_map):
     readme, thumbnails = course_map.build()
     assert readme == course_map.README.read_text(), "the README's course map is stale: run python tools/course_map.py"
     for path, data in thumbnails.items():
         assert path.exists() and path.read_bytes() == data, f"{path.name} is stale: run python tools/course_map.py"
 
 
-def test_course_map_quotes_a_paper_vs_ours_table_row_by_row():
-    import sys
-
-    sys.path.insert(0, str(NOTEBOOKS[0].parent.parent / "tools"))
-    import course_map
-
+def test_course_map_quotes_a_paper_vs_ours_table_row_by_row(course_map):
     def table(*rows):
         output = nbformat.v4.new_output("display_data", data={"text/markdown": "| | paper | ours |\n|---|---|---|\n" + "\n".join(rows)})
         return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=[output])])
