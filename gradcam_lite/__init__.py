@@ -7,9 +7,10 @@ Grad-CAM (Selvaraju et al., ICCV 2017) explains a network's score :math:`y^c` wi
 
 from .capture import Capture, capture, resolve_layer
 from .guided import deconvnet, guided_backprop, guided_grad_cam
-from .maps import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp
+from .layouts import TokenGrid
+from .maps import cam, grad_cam, grad_cam_pp, hires_cam, smooth_grad_cam_pp
 
 __all__ = [
-    "Capture", "cam", "capture", "deconvnet", "grad_cam", "grad_cam_pp", "guided_backprop", "guided_grad_cam",
-    "resolve_layer", "smooth_grad_cam_pp",
+    "Capture", "TokenGrid", "cam", "capture", "deconvnet", "grad_cam", "grad_cam_pp", "guided_backprop", "guided_grad_cam",
+    "hires_cam", "resolve_layer", "smooth_grad_cam_pp",
 ]

@@ -1,6 +1,7 @@
 r"""Capturing a layer's activations :math:`A` and gradients :math:`\partial y / \partial A` with hooks.
 
-A *forward hook* on the layer sees its output :math:`A` (B, C, H, W). Two details make the capture
+A *forward hook* on the layer sees its output :math:`A`: a feature map (B, C, H, W), or channels last
+(B, H, W, C) or tokens (B, N, C), which :mod:`gradcam_lite.layouts` reads as maps. Two details make the capture
 safe on real networks:
 
 - **The clone trick.** The hook returns ``A.clone()`` in place of ``A``, so later in-place
@@ -31,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+from .layouts import without_positions
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Module]:
@@ -107,9 +110,8 @@ def capture(model: nn.Module, layer: nn.Module | str, *, stop_gradient: bool = F
         result.gradients = gradient
 
     def on_layer_output(_module: nn.Module, _inputs: object, output: object) -> Tensor | None:
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            shape = f"shape {tuple(output.shape)}" if isinstance(output, Tensor) else f"a {type(output).__name__}"
-            raise ValueError(f"layer {name!r} returned {shape}; Grad-CAM needs a 4-D (B, C, H, W) feature map")
+        if not isinstance(output, Tensor) or output.dim() not in (3, 4):
+            raise ValueError(without_positions(tuple(output.shape) if isinstance(output, Tensor) else f"a {type(output).__name__}", name))
         result.calls += 1
         if result.calls > 1:
             raise RuntimeError(f"layer {name!r} ran {result.calls} times in one forward pass (a shared module?); pick a layer that runs once")

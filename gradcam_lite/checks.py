@@ -86,3 +86,25 @@ def check_finite(values: Tensor, what: str) -> None:
     if not finite.all():
         bad = torch.nonzero(~finite).flatten().tolist()
         raise ValueError(f"{what} hold NaN or infinite values for images {bad} (an overflow, or NaN in the model's weights?)")
+
+
+def warn_if_no_gradient(gradients: Tensor, prefix_gradients: Tensor | None, layer_name: str) -> None:
+    """Warn when a score's gradient (B, K, C, h, w) is exactly zero at every position of the layer: its map is empty.
+
+    Then the score does not depend on the layer's positions at all, and the map's emptiness says so, not that the
+    evidence is nowhere. The usual cause, decided from the gradient: ``prefix_gradients`` (B, K, P, C) of a token
+    layer's class token are non-zero, so only the prefix reaches the output (a Vision Transformer's last block).
+    """
+    empty = (gradients == 0).flatten(2).all(dim=2)
+    if not bool(empty.any()):
+        return
+    images = torch.nonzero(empty.any(dim=1)).flatten().tolist()
+    message = (f"the score's gradient is exactly zero at every position of layer {layer_name!r} for images {images}, so their "
+               "maps are empty: the score does not depend on this layer's positions. ")
+    if prefix_gradients is not None and bool((prefix_gradients != 0).flatten(2).any(dim=2)[empty].all()):
+        message += ("Only the prefix (class) tokens carry a gradient: after this layer only they reach the output, as after "
+                    "a Vision Transformer's last block. Explain the block's input normalisation (ln_1 in torchvision's ViT, "
+                    "norm1 in Swin) or an earlier block's output")
+    else:
+        message += "Dead units, or a target that ignores these positions? Try an earlier layer"
+    warnings.warn(message, stacklevel=4)

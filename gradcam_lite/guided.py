@@ -38,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from .capture import on_this_thread
 from .checks import check_call, check_finite
+from .layouts import Layout
 from .maps import grad_cam
 from .targets import Target, asks_k_per_image, parse_target, score_gradients, target_scores
 
@@ -136,8 +137,8 @@ def deconvnet(model: nn.Module, x: Tensor, target: Target) -> Tensor:
     return input_gradients(model, x, target, "deconvnet")
 
 
-def guided_grad_cam(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str) -> Tensor:
-    """Guided Grad-CAM: ``guided_backprop(...) * grad_cam(...)[:, None]``, both with default settings."""
+def guided_grad_cam(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, *, layout: Layout = None) -> Tensor:
+    """Guided Grad-CAM: ``guided_backprop(...) * grad_cam(...)[:, None]``, both with default settings (``layout`` as in :func:`grad_cam`)."""
     guided = guided_backprop(model, x, target)
-    maps = grad_cam(model, x, target, layer)
+    maps = grad_cam(model, x, target, layer, layout=layout)
     return guided * maps.unsqueeze(-3)

@@ -17,7 +17,7 @@ out all zero.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -25,15 +25,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .capture import capture
-from .checks import check_call, check_finite, check_images
+from .checks import check_call, check_finite, check_images, warn_if_no_gradient
+from .layouts import Layout, as_feature_maps, resolve_layout
 from .targets import Target, asks_k_per_image, check_range, parse_class_targets, parse_target, score_gradients, target_scores
-from .weights import grad_cam_pp_weights, grad_cam_weights
+from .weights import grad_cam_pp_weights, grad_cam_weights, hires_cam_weights
 
 Size = Literal["input"] | tuple[int, int] | None
 
 
 def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
-    r""":math:`S = \sum_k \alpha_k A^k`: weights (B, K, C) and activations (B, C, H, W) -> maps (B, K, H, W)."""
+    r""":math:`S = \sum_k \alpha_k A^k`: weights (B, K, C) and activations (B, C, H, W) -> maps (B, K, H, W).
+
+    Weights with a value per position (B, K, C, H, W), as HiResCAM's, give :math:`\sum_k G^k \odot A^k`.
+    """
+    if weights.dim() == 5:
+        return torch.einsum("bkchw,bchw->bkhw", weights, activations)
     return torch.einsum("bkc,bchw->bkhw", weights, activations)
 
 
@@ -91,7 +97,7 @@ def maps_from_weights(
 
 
 class LayerGradients(NamedTuple):
-    """What one forward pass and K small backward passes give at a layer."""
+    """What one forward pass and K small backward passes give at a layer, read as maps (:mod:`gradcam_lite.layouts`)."""
 
     activations: Tensor  # A (B, C, h, w)
     gradients: Tensor  # dy/dA (B, K, C, h, w)
@@ -99,22 +105,33 @@ class LayerGradients(NamedTuple):
     per_image_k: bool  # whether the caller asked for K maps per image
 
 
-def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str) -> LayerGradients:
+def layer_gradients(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, layout: Layout = None) -> LayerGradients:
     """One forward pass; activations A, the gradients of the scores y with respect to A, and y itself.
 
     Gradients are taken with ``torch.autograd.grad`` down to the layer only. The K scores of a
     (B, K) target share the forward pass; each needs its own (small) backward through the layers above.
+    Channels-last and token outputs are read as (B, C, h, w) maps by ``layout`` (inferred if None); a
+    gradient that is exactly zero at every position is warned about (:func:`~gradcam_lite.checks.warn_if_no_gradient`).
     """
     check_call(model, x)
     parsed = parse_target(target, x.shape[0])
     with capture(model, layer, stop_gradient=True) as cap, torch.enable_grad():
         output = model(x)
         activations = cap.require_activations()
+        if activations.shape[0] != x.shape[0]:
+            raise ValueError(f"layer {cap.name!r} returned shape {tuple(activations.shape)}, whose first dimension is not the batch of "
+                             f"{x.shape[0]} images (a sequence-first layer, such as nn.MultiheadAttention without batch_first?)")
+        layout = resolve_layout(tuple(activations.shape), layout, tuple(x.shape[-2:]), cap.name)
         scores = target_scores(parsed, output, x.shape[0])
         gradients = score_gradients(scores, activations, f"layer {cap.name!r}")
     check_finite(activations, f"the activations of layer {cap.name!r}")
     check_finite(gradients, f"the gradients at layer {cap.name!r}")
-    return LayerGradients(activations.detach(), gradients, scores.detach(), asks_k_per_image(parsed))
+    maps = as_feature_maps(activations.detach(), layout)
+    grid_gradients = as_feature_maps(gradients.flatten(0, 1), layout)
+    per_k = gradients.shape[:2]
+    prefix = None if grid_gradients.prefix is None else grid_gradients.prefix.unflatten(0, per_k)
+    warn_if_no_gradient(grid_gradients.maps.unflatten(0, per_k), prefix, cap.name)
+    return LayerGradients(maps.maps, grid_gradients.maps.unflatten(0, per_k), scores.detach(), asks_k_per_image(parsed))
 
 
 def grad_cam(
@@ -127,6 +144,7 @@ def grad_cam(
     relu: bool = True,
     size: Size = "input",
     normalize: bool = True,
+    layout: Layout = None,
 ) -> Tensor:
     r"""Grad-CAM maps of ``target`` at ``layer`` for the images ``x`` (B, C, H, W).
 
@@ -135,22 +153,58 @@ def grad_cam(
     :math:`\mathrm{ReLU}(\sum_k \alpha_k A^k)` exactly, and ``relu=False`` its signed version.
     ``counterfactual=True`` negates the gradients: :math:`\mathrm{ReLU}(-\sum_k \alpha_k A^k)`.
 
+    ``layout`` says how to read the layer's output: channels first (B, C, h, w), ``"channels_last"``
+    (B, h, w, C), or tokens (B, N, C) as a :class:`~gradcam_lite.layouts.TokenGrid`; by default it is
+    inferred, by the rule of :mod:`gradcam_lite.layouts`.
+
     The model's mode, parameters, their ``.grad`` and ``x`` are left as they were; no hook outlives
     the call. See :mod:`gradcam_lite.targets` for the forms of ``target``.
     """
-    activations, gradients, _, per_image_k = layer_gradients(model, x, target, layer)
-    weights = grad_cam_weights(gradients)
-    return maps_from_weights(weights, activations, x, per_image_k, counterfactual=counterfactual, relu=relu, size=size, normalize=normalize)
+    return gradient_weighted_map(grad_cam_weights, model, x, target, layer, counterfactual=counterfactual, relu=relu, size=size,
+                                 normalize=normalize, layout=layout)
+
+
+def hires_cam(
+    model: nn.Module,
+    x: Tensor,
+    target: Target,
+    layer: nn.Module | str,
+    *,
+    counterfactual: bool = False,
+    relu: bool = True,
+    size: Size = "input",
+    normalize: bool = True,
+    layout: Layout = None,
+) -> Tensor:
+    r"""HiResCAM maps (Draelos and Carin 2020): :math:`\mathrm{ReLU}(\sum_k G^{kc} \odot A^k)`, Grad-CAM without the average.
+
+    One line apart from :func:`grad_cam`: each position keeps its own gradient
+    (:func:`~gradcam_lite.weights.hires_cam_weights`), so the signed map (``relu=False``) summed over positions
+    is the first-order Taylor term :math:`\sum_{kij} G^{kc}_{ij} A^k_{ij}`. Same targets, shapes, options,
+    layouts and contract as :func:`grad_cam`.
+    """
+    return gradient_weighted_map(hires_cam_weights, model, x, target, layer, counterfactual=counterfactual, relu=relu, size=size,
+                                 normalize=normalize, layout=layout)
+
+
+def gradient_weighted_map(
+    rule: Callable[[Tensor], Tensor], model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, *, counterfactual: bool,
+    relu: bool, size: Size, normalize: bool, layout: Layout,
+) -> Tensor:
+    """What the gradient-weighted maps share: one forward, a backward to the layer per target, weights from the gradients by ``rule``."""
+    activations, gradients, _, per_image_k = layer_gradients(model, x, target, layer, layout)
+    return maps_from_weights(rule(gradients), activations, x, per_image_k, counterfactual=counterfactual, relu=relu, size=size, normalize=normalize)
 
 
 def grad_cam_pp(
-    model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, *, relu: bool = True, size: Size = "input", normalize: bool = True
+    model: nn.Module, x: Tensor, target: Target, layer: nn.Module | str, *, relu: bool = True, size: Size = "input", normalize: bool = True,
+    layout: Layout = None,
 ) -> Tensor:
     r"""Grad-CAM++ maps: :math:`\mathrm{ReLU}(\sum_k \beta^c_k A^k)` with the weights of :func:`~gradcam_lite.weights.grad_cam_pp_weights`.
 
     Same targets, shapes and options as :func:`grad_cam`.
     """
-    activations, gradients, _, per_image_k = layer_gradients(model, x, target, layer)
+    activations, gradients, _, per_image_k = layer_gradients(model, x, target, layer, layout)
     weights = grad_cam_pp_weights(gradients, gradients**2, gradients**3, activations)
     return maps_from_weights(weights, activations, x, per_image_k, relu=relu, size=size, normalize=normalize)
 
@@ -171,6 +225,7 @@ def smooth_grad_cam_pp(
     relu: bool = True,
     size: Size = "input",
     normalize: bool = True,
+    layout: Layout = None,
 ) -> Tensor:
     r"""Smooth Grad-CAM++ (Omeiza et al. 2019): Grad-CAM++ with derivatives averaged over noisy copies of the input.
 
@@ -195,11 +250,11 @@ def smooth_grad_cam_pp(
         raise ValueError(f"sigma must be >= 0, got {sigma!r}")
     if average not in ("derivatives", "powers", "maps"):
         raise ValueError(f"average must be 'derivatives', 'powers' or 'maps', got {average!r}")
-    clean = layer_gradients(model, x, target, layer)
+    clean = layer_gradients(model, x, target, layer, layout)
     samples = []
     for _ in range(n_samples):
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) * sigma
-        samples.append(layer_gradients(model, x + noise, target, layer))
+        samples.append(layer_gradients(model, x + noise, target, layer, layout))
     options = dict(relu=relu, size=size, normalize=normalize)
     if average == "maps":
         maps = [maps_from_weights(grad_cam_pp_weights(s.gradients, s.gradients**2, s.gradients**3, s.activations), s.activations, x, True, **options) for s in samples]

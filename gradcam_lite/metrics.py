@@ -14,8 +14,11 @@ fraction over :math:`M`.
 
 The *pointing game* (Zhang et al., *Top-down Neural Attention by Excitation Backprop*, 2016) scores a
 hit when the map's maximum lies on the object, within a tolerance of 15 pixels at 224 x 224
-(:func:`pointing_tolerance` scales it to other sizes). Its baselines: the image's centre point, and
-a uniformly random point, which hits with probability equal to the tolerant mask's area fraction.
+(:func:`pointing_tolerance` scales it to other sizes). Its baselines that ignore the objects: the image's
+centre point, and a uniformly random point, which hits with probability equal to the tolerant mask's area
+fraction. Those that know where the objects are: a pointer at a random object of the scene
+(:func:`random_object_hit`), and a detector of the word's or answer's attribute that lights every object
+having it (:func:`attribute_detector`). A map has shown that it finds *the* object only when it beats these.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 from scipy.stats import spearmanr
+from scipy.stats import t as t_distribution
 from skimage.measure import label
 from torch import Tensor
 from torchvision.ops import box_iou
@@ -110,6 +114,86 @@ def pointing_hit(saliency: Tensor, mask: Tensor, tolerance: float) -> bool:
     if saliency.shape != mask.shape:
         raise ValueError(f"map {tuple(saliency.shape)} and mask {tuple(mask.shape)} differ in shape")
     return bool(pointing_hits(saliency[None], tolerant_mask(mask, tolerance)[None])[0])
+
+
+# --- baselines that know where the objects are ---------------------------------------------------
+
+
+def centroid_pixels(masks: Tensor) -> Tensor:
+    """The pixel (row, column) nearest the centroid of each of M masks (M, H, W): where a pointer at the object points."""
+    if masks.dim() != 3 or masks.dtype != torch.bool or not bool(masks.flatten(1).any(dim=1).all()):
+        raise ValueError(f"centroid_pixels needs non-empty boolean masks (M, H, W), got {masks.dtype} {tuple(masks.shape)}")
+    rows, cols = torch.meshgrid(torch.arange(masks.shape[1]), torch.arange(masks.shape[2]), indexing="ij")
+    area = masks.flatten(1).sum(dim=1)
+    return torch.stack([(masks * rows).flatten(1).sum(dim=1) / area, (masks * cols).flatten(1).sum(dim=1) / area], dim=1).round().long()
+
+
+def pointer_hit(masks: Tensor, lit: Sequence[int], near: Tensor) -> float:
+    """The expected pointing hit of a pointer at the centroid of one of the objects ``lit`` (indices into masks
+    (M, H, W)), drawn uniformly: the fraction of their centroids inside ``near`` (H, W), the tolerant mask of the
+    object asked about (:func:`tolerant_mask`)."""
+    if not lit:
+        raise ValueError("the pointer needs at least one object to point at")
+    points = centroid_pixels(masks[list(lit)])
+    return float(near[points[:, 0], points[:, 1]].float().mean())
+
+
+def random_object_hit(masks: Tensor, near: Tensor) -> float:
+    """The random-object pointer: a pointer at one of the scene's M objects (masks (M, H, W)) drawn uniformly.
+
+    It knows where the objects are, not which one is meant: it always hits in a one-object scene and about
+    1 / M of the time among M objects apart. A map that finds *an* object, not the asked one, scores this."""
+    return pointer_hit(masks, range(len(masks)), near)
+
+
+def attribute_detector(masks: Tensor, lit: Sequence[int], target: int, near: Tensor) -> tuple[float, float]:
+    """A detector of the word's or answer's attribute: a map lighting the objects ``lit`` (those with the
+    attribute) uniformly. Returns its share on object ``target`` (the mask's area over the lit area) and its
+    pointing hit, taken as a pointer at one of the lit objects drawn uniformly (its maximum is a plateau).
+
+    It knows what the attribute looks like, not which object is meant: it is perfect when the attribute is
+    unique in the scene and splits its mass when another object shares it."""
+    if target not in lit:
+        raise ValueError(f"the object asked about ({target}) must be among the lit objects {list(lit)}: it has the attribute")
+    lit_area = masks[list(lit)].any(dim=0)
+    return float((masks[target] & lit_area).sum() / lit_area.sum()), pointer_hit(masks, lit, near)
+
+
+def object_shares(saliency: Tensor, masks: Tensor) -> Tensor:
+    """A non-negative map's (H, W) share on each of M objects' masks (M, H, W); zeros for an all-zero map."""
+    return torch.tensor([mask_share(saliency, m) for m in masks])
+
+
+def object_scores(maps: dict[str, Tensor], masks: Tensor, target: int, lit: Sequence[int]) -> dict[str, float]:
+    """How each map (H, W) of ``maps`` localises object ``target`` among a scene's objects (masks (M, H, W)), beside
+    every baseline, all with the pointing game's tolerance (:func:`pointing_tolerance`):
+
+    - per map: ``"<name> hit"`` (pointing game), ``"<name> share"`` (mask share), ``"<name> own > others"``
+      (its share on the target exceeds its share on every other object);
+    - knowing where the objects are: ``"random object hit"`` (:func:`random_object_hit`), ``"detector hit"`` and
+      ``"detector share"`` (:func:`attribute_detector`, lighting the objects ``lit``);
+    - ignoring them: ``"random point hit"`` (the tolerant mask's area fraction) and ``"uniform share"``.
+    """
+    near = tolerant_mask(masks[target], pointing_tolerance(masks.shape[-1]))
+    others = torch.arange(len(masks)) != target
+    scores = {}
+    for name, saliency in maps.items():
+        shares = object_shares(saliency, masks)
+        scores[f"{name} hit"] = float(pointing_hits(saliency[None], near[None])[0])
+        scores[f"{name} share"] = float(shares[target])
+        scores[f"{name} own > others"] = float(not bool(others.any()) or bool(shares[target] > shares[others].max()))
+    detector_share, detector_hit = attribute_detector(masks, lit, target, near)
+    return {**scores, "random object hit": random_object_hit(masks, near), "detector hit": detector_hit, "detector share": detector_share,
+            "random point hit": float(near.float().mean()), "uniform share": float(masks[target].float().mean())}
+
+
+def means_by(values: Tensor, keys: Sequence, groups: Tensor) -> dict:
+    """For each distinct key, the mean of ``values`` over the items with that key and its standard error clustered by
+    ``groups`` (:func:`paired_difference` against 0), in the order the keys first appear."""
+    if len(keys) != len(values):
+        raise ValueError(f"means_by needs one key per value: {len(keys)} keys, {len(values)} values")
+    chosen = {key: torch.tensor([k == key for k in keys]) for key in dict.fromkeys(keys)}
+    return {key: paired_difference(values[c], torch.zeros(int(c.sum()), dtype=values.dtype), groups[c]) for key, c in chosen.items()}
 
 
 def centre_blob(size: int) -> Tensor:
@@ -228,6 +312,12 @@ def rank_correlation(first: Tensor, second: Tensor) -> float:
 class PairedDifference(NamedTuple):
     mean: float  # mean of first - second
     standard_error: float  # its standard error, s / sqrt(n)
+    count: int  # n, the pairs or the groups averaged: the standard error has n - 1 degrees of freedom
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        r"""The t-based interval :math:`\bar d \pm t_{n-1} \mathrm{SE}` (``scipy.stats.t``): wider than the normal one when the groups are few."""
+        half = t_distribution.ppf(0.5 + level / 2, self.count - 1) * self.standard_error
+        return self.mean - half, self.mean + half
 
     @property
     def z(self) -> float:
@@ -257,7 +347,7 @@ def paired_difference(first: Tensor, second: Tensor, groups: Tensor | None = Non
         d = torch.stack([d[groups == g].mean() for g in torch.unique(groups)])
     if len(d) < 2:
         raise ValueError(f"paired_difference needs at least 2 pairs (or groups) to estimate a standard error, got {len(d)}")
-    return PairedDifference(float(d.mean()), float(d.std() / len(d) ** 0.5))
+    return PairedDifference(float(d.mean()), float(d.std() / len(d) ** 0.5), len(d))
 
 
 # --- weak localisation: a box from a map -----------------------------------------------------------

@@ -7,12 +7,15 @@ every answer of :data:`gradcam_lite.worlds.shapes.ANSWERS`. No attention: the qu
 select *which features of the whole image* matter.
 
 The score Grad-CAM explains is an answer's logit :math:`y^a`, like a class logit.
-:class:`QuestionScorer` fixes one question and returns the answers' logits (B, A), so
+:class:`QuestionScorer` fixes the questions and returns the answers' logits (B, A), so
 ``grad_cam(QuestionScorer(model, question), images, answer_index, layer)`` is Grad-CAM of the answer
-to *that* question: the same image with another question gives another map.
+to *that* question: the same image with another question gives another map (:func:`answer_maps`
+batches it, one question per image, with any map method).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +23,7 @@ from torch import Tensor, nn
 from .data import load_shipped
 from .encoders import Encoder
 from .maps import grad_cam
-from .worlds.shapes import ANSWERS, COLOURS, SHAPES, batch_images
+from .worlds.shapes import ANSWERS, COLOURS, SHAPES, Question, Scene, batch_images
 
 QUESTION_WORDS = ("<pad>", "what", "colour", "shape", "is", "the", "object", "there", "a", "how", "many", "objects", "left", "of", "?", *COLOURS, *SHAPES)
 WORD_INDEX = {word: i for i, word in enumerate(QUESTION_WORDS)}
@@ -73,29 +76,72 @@ class VQAModel(nn.Module):
 
 
 class QuestionScorer(nn.Module):
-    """The answers' logits (B, A) for images (B, 3, H, W), all asked one fixed question."""
+    """The answers' logits (B, A) for images (B, 3, H, W), image b asked question b (or all asked one question)."""
 
-    def __init__(self, model: VQAModel, question: str) -> None:
+    def __init__(self, model: VQAModel, questions: str | list[str]) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("question", encode_questions([question]), persistent=False)
+        self.register_buffer("questions", encode_questions([questions] if isinstance(questions, str) else questions), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.model(images, self.question.expand(images.shape[0], -1))
+        if len(self.questions) not in (1, images.shape[0]):
+            raise ValueError(f"{len(self.questions)} questions for {images.shape[0]} images: pass one question, or one per image")
+        return self.model(images, self.questions.expand(images.shape[0], -1))
 
 
-def answer_map(model: VQAModel, image: Tensor, question: str, answer: str | None = None, **options) -> tuple[str, Tensor]:
-    """Grad-CAM of an answer's logit (default: the model's answer) to ``question`` on one image (3, H, W): the answer, its map (H, W).
+def answer_maps(model: VQAModel, images: Tensor, questions: list[str], answers: list[str], method: Callable[..., Tensor] = grad_cam, **options) -> Tensor:
+    """Maps (B, H, W) of the logit of answer b to question b on image b (images (B, 3, H, W)), by ``method``
+    (:func:`~gradcam_lite.maps.grad_cam`, :func:`~gradcam_lite.maps.hires_cam`, ...) at :data:`LAYER`, in one batched call.
 
-    ``options`` go to :func:`~gradcam_lite.maps.grad_cam` (``counterfactual``, ``relu``, ``size``, ``normalize``).
+    ``options`` go to the method (``counterfactual``, ``relu``, ``size``, ``normalize``).
     """
+    if len(answers) != len(questions) or len(questions) != images.shape[0]:
+        raise ValueError(f"answer_maps needs one question and one answer per image ({images.shape[0]}), got {len(questions)} and {len(answers)}")
+    unknown = [a for a in answers if a not in ANSWER_INDEX]
+    if unknown:
+        raise ValueError(f"unknown answer {unknown[0]!r}; the model answers one of {ANSWERS}")
+    scorer = QuestionScorer(model, questions).to(images.device)
+    return method(scorer, images, [ANSWER_INDEX[a] for a in answers], model.get_submodule(LAYER), **options)
+
+
+def answer_map(model: VQAModel, image: Tensor, question: str, answer: str | None = None, method: Callable[..., Tensor] = grad_cam,
+               **options) -> tuple[str, Tensor]:
+    """The map of an answer's logit (default: the model's answer) to ``question`` on one image (3, H, W), by ``method``
+    (Grad-CAM by default): the answer, its map (H, W). ``options`` as in :func:`answer_maps`."""
     if image.dim() != 3:
         raise ValueError(f"answer_map explains one image (3, H, W), got shape {tuple(image.shape)}")
     answer = model.answer(image[None], [question])[0] if answer is None else answer
-    if answer not in ANSWER_INDEX:
-        raise ValueError(f"unknown answer {answer!r}; the model answers one of {ANSWERS}")
-    scorer = QuestionScorer(model, question).to(image.device)
-    return answer, grad_cam(scorer, image[None], ANSWER_INDEX[answer], model.get_submodule(LAYER), **options)[0]
+    return answer, answer_maps(model, image[None], [question], [answer], method, **options)[0]
+
+
+def named_objects(scene: Scene, question: Question) -> list[int]:
+    """The objects a detector of the question's *words* lights: those with the named shape (colour questions), the named
+    colour (shape and left_of questions) or both named attributes (exists). For colour, shape and exists questions that
+    is the object referred to alone, since questions name only what is unique; for left_of it is the named object."""
+    words = question.text.split()
+    objects = scene.objects
+    if question.type == "colour":
+        return [i for i, o in enumerate(objects) if o.shape == words[-2]]
+    if question.type in ("shape", "left_of"):
+        return [i for i, o in enumerate(objects) if o.colour == words[-3]]
+    if question.type == "exists":
+        return [i for i, o in enumerate(objects) if (o.colour, o.shape) == (words[-3], words[-2])]
+    raise ValueError(f"{question.text!r} names no object to detect")
+
+
+def attribute_objects(scene: Scene, question: Question) -> list[int]:
+    """The objects an attribute detector lights for a question that refers to one object: those having the answer's
+    attribute (its colour for a colour question, its shape for shape and left_of), and for "is there a <colour>
+    <shape> ?" those having either named attribute. The object referred to is always among them."""
+    if question.refers_to is None:
+        raise ValueError(f"{question.text!r} refers to no single object: no attribute to detect")
+    objects = scene.objects
+    if question.type == "colour":
+        return [i for i, o in enumerate(objects) if o.colour == question.answer]
+    if question.type in ("shape", "left_of"):
+        return [i for i, o in enumerate(objects) if o.shape == question.answer]
+    colour, shape = question.text.split()[-3:-1]
+    return [i for i, o in enumerate(objects) if o.colour == colour or o.shape == shape]
 
 
 def accuracy_by_type(model: VQAModel, pairs: list, batch_size: int = 250) -> dict[str, float]:

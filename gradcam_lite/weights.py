@@ -8,6 +8,19 @@ gradient, i.e. the average slope of :math:`y^c` along that channel:
     \alpha^c_k = \frac{1}{Z} \sum_i \sum_j \frac{\partial y^c}{\partial A^k_{ij}},
     \qquad Z = H \cdot W.
 
+HiResCAM (Draelos and Carin 2020) does not average at all: each position keeps its own gradient,
+so the map is the element-wise product summed over channels,
+
+.. math::
+
+    L^c_{\text{HiResCAM}} = \mathrm{ReLU}\Big(\sum_k G^{kc} \odot A^k\Big), \qquad G^{kc}_{ij} = \frac{\partial y^c}{\partial A^k_{ij}},
+
+whose sum over positions is the first-order Taylor term :math:`\sum_{kij} G^{kc}_{ij} A^k_{ij}` (notebook 01):
+the change of :math:`y^c` predicted when the layer is switched off, spread over the positions it comes
+from. Where the gradient is the same at every position (a global-average-pooling head), it equals Grad-CAM
+times :math:`Z`; where the model reads positions with their own weights, the average :math:`\alpha^c_k`
+loses *where* and HiResCAM keeps it.
+
 Grad-CAM++ (Chattopadhyay et al. 2018) weights each position's positive gradient instead of
 averaging all gradients alike:
 
@@ -45,6 +58,11 @@ from torch import Tensor
 def grad_cam_weights(gradients: Tensor) -> Tensor:
     r""":math:`\alpha_k = \frac{1}{Z}\sum_{ij} g_{kij}`: gradients (..., C, H, W) -> weights (..., C)."""
     return gradients.mean(dim=(-2, -1))
+
+
+def hires_cam_weights(gradients: Tensor) -> Tensor:
+    r"""HiResCAM's weights are the gradients themselves, :math:`G^{kc}_{ij}`, one per position: (..., C, H, W) -> the same."""
+    return gradients
 
 
 def grad_cam_pp_weights(g1: Tensor, g2: Tensor, g3: Tensor, activations: Tensor) -> Tensor:

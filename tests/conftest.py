@@ -1,3 +1,6 @@
+import threading
+from collections.abc import Callable
+
 import matplotlib
 import pytest
 import torch
@@ -80,3 +83,27 @@ def pytest_addoption(parser):
     parser.addoption("--all-assignments", action="store_true",
                      help="execute every untouched student version through nbgrader autograde (about 8 minutes on 2 cores; "
                           "`make test-assignments`), not only notebook 01's")
+
+
+def calls_in_two_threads(calls: list[Callable[[], torch.Tensor]], repeats: int) -> list[list[torch.Tensor]]:
+    """Run ``calls[i]`` ``repeats`` times in thread i, both threads started together; the results per thread.
+    Any call that raised fails the test, with the count and the first error."""
+    results: dict[int, list] = {index: [] for index in range(len(calls))}
+    start = threading.Barrier(len(calls))
+
+    def work(index: int) -> None:
+        start.wait()
+        for _ in range(repeats):
+            try:
+                results[index].append(calls[index]())
+            except Exception as error:  # noqa: BLE001 - reported below
+                results[index].append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    errors = [r for rs in results.values() for r in rs if isinstance(r, Exception)]
+    assert not errors, f"{len(errors)} of {len(calls) * repeats} calls raised, e.g. {errors[0]!r}"
+    return [results[index] for index in range(len(calls))]

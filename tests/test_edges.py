@@ -1,16 +1,15 @@
 """At the edges every method raises a clear error or gives the right map, never a wrong map without a word."""
 
-import threading
 import warnings
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import assert_close_in_ulps
+from conftest import assert_close_in_ulps, calls_in_two_threads
 from torch import nn
 
-from gradcam_lite import deconvnet, grad_cam, grad_cam_pp, guided_backprop, guided_grad_cam, smooth_grad_cam_pp
+from gradcam_lite import deconvnet, grad_cam, grad_cam_pp, guided_backprop, guided_grad_cam, hires_cam, smooth_grad_cam_pp
 
 LAYER = "2"
 
@@ -25,13 +24,14 @@ def small_net() -> nn.Module:
 
 METHODS = {
     "grad_cam": lambda m, x, t: grad_cam(m, x, t, LAYER),
+    "hires_cam": lambda m, x, t: hires_cam(m, x, t, LAYER),
     "grad_cam_pp": lambda m, x, t: grad_cam_pp(m, x, t, LAYER),
     "smooth_grad_cam_pp": lambda m, x, t: smooth_grad_cam_pp(m, x, t, LAYER, n_samples=2, sigma=0.1, generator=torch.Generator().manual_seed(0)),
     "guided_backprop": guided_backprop,
     "deconvnet": deconvnet,
     "guided_grad_cam": lambda m, x, t: guided_grad_cam(m, x, t, LAYER),
 }
-MAP_METHODS = {name: METHODS[name] for name in ("grad_cam", "grad_cam_pp", "smooth_grad_cam_pp")}
+MAP_METHODS = {name: METHODS[name] for name in ("grad_cam", "hires_cam", "grad_cam_pp", "smooth_grad_cam_pp")}
 
 
 # --- a constant map is all zero, not rounding noise stretched to [0, 1] ------------------------
@@ -46,7 +46,7 @@ def test_constant_layer_map_gives_zero_map(method):
     assert raw.shape[-2:] == (1, 1)
     positive = [int(c) for c in torch.nonzero(raw[0, :, 0, 0] > 0).flatten()]
     assert positive, "the test needs a class with a positive (constant) map"
-    fn = {"grad_cam": grad_cam, "grad_cam_pp": grad_cam_pp, "smooth_grad_cam_pp": smooth_grad_cam_pp}[method]
+    fn = {"grad_cam": grad_cam, "hires_cam": hires_cam, "grad_cam_pp": grad_cam_pp, "smooth_grad_cam_pp": smooth_grad_cam_pp}[method]
     maps = fn(model, x, positive[0], "layer4")
     assert maps.shape == (2, 32, 32)
     assert (maps == 0).all(), f"a constant map came out with mean {float(maps.mean()):.3f}"
@@ -195,24 +195,7 @@ def test_concurrent_calls_on_one_model_give_the_sequential_maps(method):
     inputs = [torch.randn(2, 3, 24, 24, dtype=torch.float64) for _ in range(2)]
     targets = [[0, 3], [2, 1]]
     expected = [fn(model, x, t) for x, t in zip(inputs, targets)]
-    results: dict[int, list] = {0: [], 1: []}
-    start = threading.Barrier(2)
-
-    def work(index: int) -> None:
-        start.wait()
-        for _ in range(40):
-            try:
-                results[index].append(fn(model, inputs[index], targets[index]))
-            except Exception as error:  # noqa: BLE001 - the test reports every failure below
-                results[index].append(error)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    errors = [r for rs in results.values() for r in rs if isinstance(r, Exception)]
-    assert not errors, f"{len(errors)} of 80 calls raised, e.g. {errors[0]!r}"
+    results = calls_in_two_threads([lambda i=i: fn(model, inputs[i], targets[i]) for i in range(2)], repeats=40)
     for index in range(2):
         for got in results[index]:
             assert_close_in_ulps(got, expected[index], ulps=2 * 144)  # 3 x 3 x 16 convolutions: 144 terms

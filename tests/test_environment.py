@@ -1,11 +1,13 @@
 """The pip route (requirements-lock.txt) and the conda route (environment.yml) pin the same things."""
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,3 +118,20 @@ def test_a_venv_keeps_its_torch_route(tmp_path):
 def test_an_unknown_torch_route_is_refused_by_name():
     done = subprocess.run(["make", "-n", "TORCH=gpu", "test"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode != 0 and "TORCH must be pypi" in done.stderr and "'gpu'" in done.stderr
+
+
+def test_make_test_plain_cpu_really_runs_the_plain_code_paths():
+    """The variables of `make test-plain-cpu` must still be read by this torch: PyTorch's own kernels at DEFAULT (no
+    vector instructions), MKL on its SSE4.2 path (it names the path it took when asked to be verbose)."""
+    settings = re.search(r"^PLAIN_CPU := (.+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    env = dict(pair.split("=", 1) for pair in settings.split())
+    assert set(env) == {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"}
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability()); a = torch.ones(64, 64); a @ a"
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env, "MKL_VERBOSE": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "DEFAULT" in done.stdout.splitlines(), done.stdout[:500]
+    if torch.backends.mkl.is_available():
+        assert "SSE4.2" in done.stdout, done.stdout[:500]
+    dry = subprocess.run(["make", "-n", "test-plain-cpu"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert settings in dry.stdout and "notebooks/10_evaluating_explanations.ipynb" in dry.stdout, dry.stdout
+    assert "notebooks/02_cam_equivalence.ipynb" not in dry.stdout  # no checked output there: nothing a CPU could move

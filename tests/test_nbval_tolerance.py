@@ -42,6 +42,24 @@ def test_numbers_agree_within_one_unit_of_their_last_printed_digit(plugin, store
     assert (plugin.align(stored, new) == stored) is agree
 
 
+@pytest.mark.parametrize("stored, new, agree", [
+    ("65.8% (500 scenes)", "64.2% (500 scenes)", True),    # 1.6 points: within the declared 1.8
+    ("65.8% (500 scenes)", "63.8% (500 scenes)", False),   # 2.0 points: a real change
+    ("100% (14 tiles)", "93% (14 tiles)", False),          # one tile of 14 is 7 points, beyond the tolerance
+    ("rho 0.213, 65.8%", "rho 0.215, 65.8%", False),       # numbers without % keep the one-unit rule
+    ("share 0.79, 65.8%", "share 0.78, 64.8%", True),
+])
+def test_a_declared_tolerance_applies_to_percentages_only(plugin, stored, new, agree):
+    assert (plugin.align(stored, new, 1.8) == stored) is agree
+
+
+def test_the_tolerance_is_read_from_its_own_line(plugin):
+    assert plugin.percentage_points("# NBVAL_CHECK_OUTPUT\n# NBVAL_TOLERANCE 1.8 percentage points: 9 of 500 scenes\nprint(1)") == 1.8
+    assert plugin.percentage_points("# NBVAL_CHECK_OUTPUT\nprint('NBVAL_TOLERANCE 5 percentage points')") == 0.0
+    with pytest.raises(ValueError, match="2 times"):
+        plugin.percentage_points("# NBVAL_TOLERANCE 1 percentage point\n# NBVAL_TOLERANCE 2 percentage points")
+
+
 def test_outputs_align_by_kind_and_rank_after_sanitizing(plugin):
     def sanitize(text):
         return re.sub(r"0x[0-9a-f]+", "ADDRESS", text)
@@ -58,18 +76,21 @@ def test_outputs_align_by_kind_and_rank_after_sanitizing(plugin):
 
 
 def test_nbval_uses_it():
-    # a notebook stored with 0.79 that now prints 0.78 passes; one that prints 0.77 fails
+    # stored 0.79: 0.78 passes, 0.77 fails; a cell declaring 1.8 percentage points, stored 65.8%: 64.2% passes, 63.6% fails
     folder = ROOT / "build" / f"nbval-tolerance-{uuid.uuid4().hex[:8]}"  # under the repository, where conftest.py applies
     folder.mkdir(parents=True)
+    declared = "# NBVAL_TOLERANCE 1.8 percentage points: 9 of 500 decisions tied\n"
+    cases = [("close", "", "share 0.79", "'share', 0.78"), ("far", "", "share 0.79", "'share', 0.77"),
+             ("within_declared", declared, "hits 65.8%", "'hits', '64.2%'"), ("beyond_declared", declared, "hits 65.8%", "'hits', '63.6%'")]
     try:
-        for name, value in [("close", "0.78"), ("far", "0.77")]:
-            cell = nbformat.v4.new_code_cell(f"# NBVAL_CHECK_OUTPUT\nprint('share', {value})", execution_count=1,
-                                             outputs=[nbformat.v4.new_output("stream", name="stdout", text="share 0.79\n")])
+        for name, marker, stored, printed in cases:
+            cell = nbformat.v4.new_code_cell(f"# NBVAL_CHECK_OUTPUT\n{marker}print({printed})", execution_count=1,
+                                             outputs=[nbformat.v4.new_output("stream", name="stdout", text=stored + "\n")])
             nbformat.write(nbformat.v4.new_notebook(cells=[cell]), folder / f"{name}.ipynb")
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-                               str(folder / "close.ipynb"), str(folder / "far.ipynb")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
-        assert "far.ipynb::Cell 0" in done.stdout
+                               *(str(folder / f"{name}.ipynb") for name, *_ in cases)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert "2 failed, 2 passed" in done.stdout, done.stdout + done.stderr
+        assert "far.ipynb::Cell 0" in done.stdout and "beyond_declared.ipynb::Cell 0" in done.stdout
     finally:
         for path in folder.iterdir():
             path.unlink()

@@ -100,3 +100,11 @@ def test_course_map_quotes_a_paper_vs_ours_table_row_by_row(course_map):
         course_map.paper_vs_ours(table("| accuracy | 82 % | 74.7% |", "| accuracy | 90 % | 93.0% |"), ["accuracy"])
     with pytest.raises(ValueError, match="label of its own"):
         course_map.paper_vs_ours(table("| accuracy | 82 % | a | b |"), ["accuracy"])
+    # a table with a "comparable?" column: quoted with each row, and every row must have one
+    output = nbformat.v4.new_output("display_data", data={"text/markdown": "| | paper | ours | comparable? |\n|---|---|---|---|\n"
+                                                                           "| pointing | 70.58 % | 65.8% | no: other data |\n| accuracy | 82 % | 74.7% |"})
+    wide = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=[output])])
+    with pytest.raises(ValueError, match="comparable\\? \\|' with a label of its own"):
+        course_map.paper_vs_ours(wide, ["pointing"])
+    output["data"]["text/markdown"] = output["data"]["text/markdown"].replace("74.7% |", "74.7% | yes |")
+    assert course_map.paper_vs_ours(wide, ["pointing"]) == "pointing: paper 70.58 %; ours 65.8% (comparable? no: other data)"

@@ -23,22 +23,25 @@ def test_questions_are_answered_by_the_scene():
         objects = scene.objects
         for q in shapes.candidate_questions(scene):
             words = q.text.split()
+            referred = None if q.refers_to is None else objects[q.refers_to]
             if q.type == "colour":
                 (obj,) = [o for o in objects if o.shape == words[-2]]
-                assert q.answer == obj.colour and torch.equal(q.mask, obj.mask)
+                assert q.answer == obj.colour and torch.equal(q.mask, obj.mask) and referred is obj
             elif q.type == "shape":
                 (obj,) = [o for o in objects if o.colour == words[-3]]
-                assert q.answer == obj.shape and torch.equal(q.mask, obj.mask)
+                assert q.answer == obj.shape and torch.equal(q.mask, obj.mask) and referred is obj
             elif q.type == "exists":
                 matching = [o for o in objects if (o.colour, o.shape) == (words[-3], words[-2])]
                 assert q.answer == ("yes" if matching else "no") and (q.mask is None) == (len(matching) != 1)
+                assert referred is (matching[0] if len(matching) == 1 else None)
             elif q.type == "count":
-                assert q.answer == shapes.COUNT_WORDS[sum(o.colour == words[2] for o in objects)] and q.mask is None
+                assert q.answer == shapes.COUNT_WORDS[sum(o.colour == words[2] for o in objects)] and q.mask is None and referred is None
             else:
                 (named,) = [o for o in objects if o.colour == words[-3]]
                 left = [o for o in objects if o.box[0] + o.box[2] < named.box[0] + named.box[2]]
                 nearest = max(left, key=lambda o: o.box[0] + o.box[2])
-                assert q.answer == nearest.shape and torch.equal(q.mask, nearest.mask)
+                assert q.answer == nearest.shape and torch.equal(q.mask, nearest.mask) and referred is nearest and objects[q.names] is named
+            assert q.names is None or q.type == "left_of"
 
 
 def test_make_questions_gives_one_of_each_type_it_can():
@@ -107,3 +110,69 @@ def test_shipped_vqa_model_on_fresh_test_questions():
     model = vqa.load_vqa()
     accuracy = vqa.accuracy_by_type(model, shapes.balanced_questions(shapes.split_scenes("test", 500), 1000, seed=0))
     assert accuracy["all"] >= 0.9
+
+
+def test_answer_maps_of_a_batch_are_the_maps_of_each_question_alone(untrained):
+    scene = shapes.make_scene(11)
+    questions = shapes.candidate_questions(scene)[:4]
+    images = scene.image.expand(len(questions), -1, -1, -1)
+    batch = vqa.answer_maps(untrained, images, [q.text for q in questions], [q.answer for q in questions], normalize=False, size=None)
+    for k, q in enumerate(questions):
+        alone = grad_cam(vqa.QuestionScorer(untrained, q.text), scene.image[None], vqa.ANSWER_INDEX[q.answer],
+                         untrained.get_submodule(vqa.LAYER), normalize=False, size=None)[0]
+        # a batch blocks the encoder's sums differently: its widest sum is the 3 x 3 x 64 convolution, then 64 channels
+        assert_close_in_ulps(batch[k], alone, ulps=2 * (576 + 64))
+    with pytest.raises(ValueError, match="one question and one answer per image \\(4\\), got 3 and 4"):
+        vqa.answer_maps(untrained, images, [q.text for q in questions[:3]], [q.answer for q in questions])
+    with pytest.raises(ValueError, match="2 questions for 3 images"):
+        vqa.QuestionScorer(untrained, ["how many red objects ?", "how many blue objects ?"])(images[:3])
+
+
+def test_the_attribute_detector_lights_the_objects_that_have_the_answers_attribute():
+    scene = next(s for s in shapes.make_scenes(400, seed=7) if len(s.objects) == 3 and len({o.colour for o in s.objects}) == 2
+                 and len({o.shape for o in s.objects}) == 3)
+    twins = [i for i, o in enumerate(scene.objects) if sum(p.colour == o.colour for p in scene.objects) == 2]
+    for q in shapes.candidate_questions(scene):
+        if q.type == "colour":  # shapes are unique; the answer's colour is shared exactly when the object is one of the twins
+            assert vqa.attribute_objects(scene, q) == (twins if q.refers_to in twins else [q.refers_to])
+        elif q.type == "shape":  # asked only of the one unique colour, and every shape is unique: only that object
+            assert vqa.attribute_objects(scene, q) == [q.refers_to]
+        elif q.type == "exists" and q.refers_to is not None:  # the named colour or the named shape
+            colour, shape = q.text.split()[3:5]
+            assert set(vqa.attribute_objects(scene, q)) == {i for i, o in enumerate(scene.objects) if o.colour == colour or o.shape == shape}
+            assert q.refers_to in vqa.attribute_objects(scene, q)
+    count = next(q for q in shapes.candidate_questions(scene) if q.type == "count")
+    with pytest.raises(ValueError, match="refers to no single object"):
+        vqa.attribute_objects(scene, count)
+
+
+def test_the_from_scratch_record_is_shipped_and_below_the_shipped_model():
+    """The record notebook 08 reads: checksum verified, every 250 steps of the same budget, and from scratch the same
+    budget ends below the model whose encoder starts from the captioner's (the reason for that start)."""
+    import json
+
+    from gradcam_lite import data
+
+    record = json.loads(data.verified_file(data.MODELS_DIR / "vqa_from_scratch.json", "python -m gradcam_lite.train vqa_from_scratch").read_text())
+    shipped = json.loads((data.MODELS_DIR / "vqa.json").read_text())
+    assert record["steps"] == shipped["steps"] == train.VQA_STEPS
+    assert [point["step"] for point in record["curve"]] == list(range(250, train.VQA_STEPS + 1, 250))
+    assert record["curve"][-1]["validation_accuracy"]["all"] < shipped["validation_accuracy"]["all"] - 0.05
+
+
+def test_a_from_scratch_run_reports_every_step_and_starts_from_another_encoder():
+    from gradcam_lite import captioning
+
+    captioner = captioning.load_captioner().encoder.state_dict()
+
+    def distance_from_the_captioner(start_from_captioner):
+        torch.manual_seed(0)
+        model, seen = vqa.VQAModel(), []
+        trained, losses = train.train_vqa(steps=3, scenes_per_step=4, questions_per_scene=4, progress=False, model=model,
+                                          encoder_from_captioner=start_from_captioner,
+                                          after_step=lambda step, loss: seen.append((step, loss, model.training)))
+        assert trained is model and [(s, l) for s, l, _ in seen] == list(enumerate(losses)) and all(training for *_, training in seen)
+        return sum(float((value - captioner[name]).abs().sum()) for name, value in model.encoder.state_dict().items() if value.is_floating_point())
+
+    # three small steps move the captioner's weights a little; a random start is far from them
+    assert distance_from_the_captioner(False) > 10 * distance_from_the_captioner(True)

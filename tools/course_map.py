@@ -41,8 +41,9 @@ COURSE = {
                              "equal-size instances with distractors; instances of different sizes on the shapes classifier; cost of smoothing"),
     "07_captioning": ("explain each word of a CNN + GRU captioner trained on a generated shapes world",
                       "pointing game and mask share per word type against centre and random baselines"),
-    "08_vqa": ("explain the answer of a VQA model (CNN + GRU, product fusion, no attention) on the shapes world",
-               "the map moves to the object each question refers to: pointing game and mask share per question type against baselines"),
+    "08_vqa": ("explain the answer of a VQA model (CNN + GRU, product fusion, no attention) with Grad-CAM and HiResCAM",
+               "hit rates and shares against a random-object pointer and an attribute detector, by type, shared attribute and "
+               "object count, clustered SEs; left_of at chance and why; contrast maps for counting"),
     "09_bias_doctor_nurse": ("how Grad-CAM exposes a dataset bias: the paper's doctor/nurse study on drawn people",
                              "biased vs balanced training: accuracy per cell, map share on the head vs the tool, the other hair, a sweep of the bias ratio"),
     "10_evaluating_explanations": ("the paper's evaluation, measured: faithfulness, pointing game, weak localisation, adversarial robustness, failure modes",
@@ -52,6 +53,7 @@ COURSE = {
 
 # notebook -> the rows of its computed "paper vs ours" table that the course map quotes
 PAPER_ROWS = {
+    "08_vqa": ["evidence that the map localises"],
     "09_bias_doctor_nurse": ["biased model, test accuracy", "balanced model, test accuracy"],
     "10_evaluating_explanations": ["rank correlation with occlusion, Grad-CAM", "pointing game, Grad-CAM",
                                    "localisation error (IoU < 0.5), Grad-CAM"],
@@ -78,21 +80,26 @@ def key_figure(nb: nbformat.NotebookNode) -> bytes | None:
 
 def paper_vs_ours(nb: nbformat.NotebookNode, rows: list[str]) -> str:
     """The named rows of the notebook's stored "paper vs ours" table (a Markdown output whose header is
-    ``| | paper ... | ours |``), as "row: paper P; ours O" lines."""
+    ``| | paper ... | ours |``, optionally with a last column ``comparable? |``), as "row: paper P; ours O" lines,
+    each followed by whether the two are comparable when the table says."""
     tables = [output["data"]["text/markdown"] for cell in nb.cells for output in cell.get("outputs", [])
               if "text/markdown" in output.get("data", {}) and output["data"]["text/markdown"].startswith("| | paper")]
     if len(tables) != 1:
         raise ValueError(f"expected one stored 'paper vs ours' table, found {len(tables)}")
+    lines = tables[0].splitlines()
+    width = 4 if lines[0].rstrip().endswith("| comparable? |") else 3
     cells = {}
-    for line in tables[0].splitlines()[2:]:
+    for line in lines[2:]:
         parts = [part.strip() for part in line.strip().removeprefix("|").removesuffix("|").split(" | ")]
-        if len(parts) != 3 or parts[0] in cells:
-            raise ValueError(f"a 'paper vs ours' row must be '| label | paper | ours |' with a label of its own: {line!r}")
-        cells[parts[0]] = (parts[1], parts[2])
+        if len(parts) != width or parts[0] in cells:
+            layout = "| label | paper | ours |" + (" comparable? |" if width == 4 else "")
+            raise ValueError(f"a 'paper vs ours' row must be '{layout}' with a label of its own: {line!r}")
+        cells[parts[0]] = parts[1:]
     unknown = [row for row in rows if row not in cells]
     if unknown:
         raise ValueError(f"the table has no rows {unknown}; its rows are {list(cells)}")
-    return "<br>".join(f"{row}: paper {cells[row][0]}; ours {cells[row][1]}" for row in rows)
+    return "<br>".join(f"{row}: paper {cells[row][0]}; ours {cells[row][1]}" + (f" (comparable? {cells[row][2]})" if width == 4 else "")
+                       for row in rows)
 
 
 def run_seconds(nb: nbformat.NotebookNode) -> float:

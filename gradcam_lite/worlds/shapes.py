@@ -21,7 +21,7 @@ Training, validation and test scenes come from the disjoint seed ranges of :data
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +63,7 @@ class Scene:
     seed: int
     image: Tensor  # (3, H, W) float32 in [0, 1]
     objects: tuple[ShapeObject, ...]  # left to right
+    background: Tensor | None = None  # (3, H, W): the image before any object was painted on it
 
     @property
     def caption(self) -> str:
@@ -120,6 +121,7 @@ def draw_scene(seed: int, rng: np.random.Generator, attributes: list[tuple[str, 
     if len(attributes) != len(boxes) or any(box[2] - box[0] != side or box[3] - box[1] != side for (_, _, side), box in zip(attributes, boxes)):
         raise ValueError(f"each of the {len(attributes)} objects needs a box of its side, got boxes {boxes} for sides {[side for *_, side in attributes]}")
     image = background(rng)
+    bare = np.clip(image, 0, 1).astype(np.float32)
     objects = []
     for (shape, colour, side), box in zip(attributes, boxes):
         mask = shape_mask(shape, box)
@@ -128,7 +130,22 @@ def draw_scene(seed: int, rng: np.random.Generator, attributes: list[tuple[str, 
         objects.append(ShapeObject(shape, colour, size_word(side), box, torch.from_numpy(mask)))
     objects.sort(key=lambda o: o.box[0] + o.box[2])
     pixels = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32)).permute(2, 0, 1).contiguous()
-    return Scene(seed, pixels, tuple(objects))
+    return Scene(seed, pixels, tuple(objects), torch.from_numpy(bare).permute(2, 0, 1).contiguous())
+
+
+def without_objects(scene: Scene, indices: Sequence[int]) -> Tensor:
+    """The scene's image (3, H, W) with the objects ``indices`` removed: the background they were painted on
+    restored under their masks (objects never overlap), everything else unchanged. An intervention: does the
+    model's score depend on those objects?"""
+    if scene.background is None:
+        raise ValueError("the scene keeps no background to restore (made before backgrounds were kept?)")
+    unknown = [i for i in indices if not 0 <= i < len(scene.objects)]
+    if unknown:
+        raise ValueError(f"the scene has {len(scene.objects)} objects, no object {unknown}")
+    removed = torch.zeros(scene.image.shape[1:], dtype=torch.bool)
+    for i in indices:
+        removed |= scene.objects[i].mask
+    return torch.where(removed, scene.background, scene.image)
 
 
 def random_attributes(rng: np.random.Generator, n: int, side: Callable[[], int]) -> list[tuple[str, str, int]]:
@@ -223,6 +240,8 @@ class Question:
     answer: str
     type: str
     mask: Tensor | None  # (H, W) bool: the object the question refers to; None when it refers to no single object
+    refers_to: int | None = None  # that object's index in the scene's objects (left to right)
+    names: int | None = None  # for left_of: the index of the object the question names (right of the one it refers to)
 
 
 def candidate_questions(scene: Scene) -> list[Question]:
@@ -239,22 +258,24 @@ def candidate_questions(scene: Scene) -> list[Question]:
     objects = scene.objects  # left to right
     questions = []
     for shape in SHAPES:
-        named = [o for o in objects if o.shape == shape]
+        named = [i for i, o in enumerate(objects) if o.shape == shape]
         if len(named) == 1:
-            questions.append(Question(f"what colour is the {shape} ?", named[0].colour, "colour", named[0].mask))
+            i = named[0]
+            questions.append(Question(f"what colour is the {shape} ?", objects[i].colour, "colour", objects[i].mask, i))
     for colour in COLOURS:
         named = [i for i, o in enumerate(objects) if o.colour == colour]
         if len(named) == 1:
             i = named[0]
-            questions.append(Question(f"what shape is the {colour} object ?", objects[i].shape, "shape", objects[i].mask))
+            questions.append(Question(f"what shape is the {colour} object ?", objects[i].shape, "shape", objects[i].mask, i))
             if i > 0:
-                questions.append(Question(f"what shape is left of the {colour} object ?", objects[i - 1].shape, "left_of", objects[i - 1].mask))
+                questions.append(Question(f"what shape is left of the {colour} object ?", objects[i - 1].shape, "left_of", objects[i - 1].mask, i - 1, i))
         if len(named) < len(COUNT_WORDS):
             questions.append(Question(f"how many {colour} objects ?", COUNT_WORDS[len(named)], "count", None))
         for shape in SHAPES:
-            matching = [o for o in objects if o.colour == colour and o.shape == shape]
-            mask = matching[0].mask if len(matching) == 1 else None
-            questions.append(Question(f"is there a {colour} {shape} ?", "yes" if matching else "no", "exists", mask))
+            matching = [i for i, o in enumerate(objects) if o.colour == colour and o.shape == shape]
+            refers_to = matching[0] if len(matching) == 1 else None
+            mask = None if refers_to is None else objects[refers_to].mask
+            questions.append(Question(f"is there a {colour} {shape} ?", "yes" if matching else "no", "exists", mask, refers_to))
     return questions
 
 
