@@ -54,10 +54,15 @@ def optimise(model: nn.Module, loss_at: Callable[[int], torch.Tensor], steps: in
     return losses
 
 
-def train_captioner(steps: int = 1800, batch_size: int = 64, seed: int = 0, learning_rate: float = 3e-3, progress: bool = True) -> tuple[captioning.Captioner, list[float]]:
-    """Teacher-forced cross-entropy on fresh training scenes at every step (no scene is seen twice)."""
+ATTENTION_CAPTIONER_STEPS = 1500
+
+
+def train_captioner(steps: int = 1800, batch_size: int = 64, seed: int = 0, learning_rate: float = 3e-3, progress: bool = True,
+                    kind: captioning.Kind = "show_and_tell") -> tuple[nn.Module, list[float]]:
+    """Teacher-forced cross-entropy on fresh training scenes at every step (no scene is seen twice), for either kind
+    of captioner (:data:`captioning.KINDS`)."""
     torch.manual_seed(seed)
-    model = captioning.Captioner()
+    model = captioning.KINDS[kind][0]()
 
     def loss_at(step: int) -> torch.Tensor:
         scenes = shapes.split_scenes("train", batch_size, start=step * batch_size)
@@ -65,7 +70,7 @@ def train_captioner(steps: int = 1800, batch_size: int = 64, seed: int = 0, lear
         logits = model.logits(shapes.batch_images(scenes), previous)
         return nn.functional.cross_entropy(logits.flatten(0, 1), following.flatten(), ignore_index=captioning.PAD)
 
-    return model, optimise(model, loss_at, steps, learning_rate, "training the captioner", progress)
+    return model, optimise(model, loss_at, steps, learning_rate, f"training the {kind.replace('_', '-')} captioner", progress)
 
 
 VQA_STEPS = 2500
@@ -153,6 +158,12 @@ def build_captioner(steps: int | None) -> Built:
     return [("captioner", model, {**record, "validation_exact_match": exact, "validation_word_accuracy": round(per_word, 4)})]
 
 
+def build_attention_captioner(steps: int | None) -> Built:
+    model, record = timed(train_captioner, steps or ATTENTION_CAPTIONER_STEPS, kind="attention")
+    exact, per_word = captioning.caption_accuracy(model, shapes.split_scenes("validation", 500))
+    return [("attention_captioner", model, {**record, "validation_exact_match": exact, "validation_word_accuracy": round(per_word, 4)})]
+
+
 def build_vqa(steps: int | None) -> Built:
     model, record = timed(train_vqa, steps)
     pairs = shapes.balanced_questions(shapes.split_scenes("validation", 500), 1000, seed=0)
@@ -225,7 +236,8 @@ def sweep_bias(steps: int | None) -> None:
                                                                              "seconds": round(time.perf_counter() - start, 1), "runs": runs}, indent=2) + "\n")
 
 
-TRAINERS: dict[str, Callable[[int | None], Built]] = {"captioner": build_captioner, "vqa": build_vqa, "vqa_from_scratch": build_vqa_from_scratch,
+TRAINERS: dict[str, Callable[[int | None], Built]] = {"captioner": build_captioner, "attention_captioner": build_attention_captioner,
+                                                      "vqa": build_vqa, "vqa_from_scratch": build_vqa_from_scratch,
                                                       "clinic": build_clinic, "presence": build_presence}
 
 

@@ -110,3 +110,16 @@ def test_show_scene_outlines_every_object():
     assert len(ax.lines) >= len(scene.objects) and ax.get_title().replace("\n", " ") == scene.caption
     plt.close(fig)
     assert np.isfinite(scene.image.numpy()).all()
+
+
+def test_removing_objects_restores_the_background_they_were_painted_on(scenes):
+    scene = next(s for s in scenes if len(s.objects) == 3)
+    painted = torch.stack([o.mask for o in scene.objects]).any(dim=0)
+    assert torch.equal(scene.background[:, ~painted], scene.image[:, ~painted])  # the background is the image wherever no object is
+    assert torch.equal(shapes.without_objects(scene, range(3)), scene.background)
+    one = shapes.without_objects(scene, [1])
+    changed = (one != scene.image).any(dim=0)
+    assert bool(changed.any()) and not bool((changed & ~scene.objects[1].mask).any())  # only that object's pixels change
+    assert torch.equal(one[:, scene.objects[1].mask], scene.background[:, scene.objects[1].mask])
+    with pytest.raises(ValueError, match="no object \\[3\\]"):
+        shapes.without_objects(scene, [3])

@@ -39,8 +39,9 @@ COURSE = {
     "05_guided_gradcam": ("guided backprop, deconvnet, fusion with Grad-CAM", "class discrimination; sanity check under randomisation"),
     "06_gradcam_plus_plus": ("Grad-CAM++ derived; Smooth Grad-CAM++, three ways to average",
                              "equal-size instances with distractors; instances of different sizes on the shapes classifier; cost of smoothing"),
-    "07_captioning": ("explain each word of a CNN + GRU captioner trained on a generated shapes world",
-                      "pointing game and mask share per word type against centre and random baselines"),
+    "07_captioning": ("explain each word of two captioners, show and tell (the paper's kind) and soft attention, with Grad-CAM and HiResCAM",
+                      "word maps against a random-object pointer and an attribute detector, by shared attribute and object count; "
+                      "removal of the maps' top regions; attention weights beside; a contrast between two words"),
     "08_vqa": ("explain the answer of a VQA model (CNN + GRU, product fusion, no attention) with Grad-CAM and HiResCAM",
                "hit rates and shares against a random-object pointer and an attribute detector, by type, shared attribute and "
                "object count, clustered SEs; left_of at chance and why; contrast maps for counting"),
@@ -53,6 +54,7 @@ COURSE = {
 
 # notebook -> the rows of its computed "paper vs ours" table that the course map quotes
 PAPER_ROWS = {
+    "07_captioning": ["each word's map points at its object"],
     "08_vqa": ["evidence that the map localises"],
     "09_bias_doctor_nurse": ["biased model, test accuracy", "balanced model, test accuracy"],
     "10_evaluating_explanations": ["rank correlation with occlusion, Grad-CAM", "pointing game, Grad-CAM",

@@ -219,12 +219,17 @@ def show_scene(ax: Axes, scene: Scene, title: str | None = None, outline: bool =
     """Draw a scene with each object's mask outlined in white and its caption as the title."""
     ax.imshow(scene.image.permute(1, 2, 0).numpy(), interpolation="nearest")
     if outline:
-        for obj in scene.objects:
-            for contour in find_contours(obj.mask.numpy().astype(float), 0.5):
-                ax.plot(contour[:, 1], contour[:, 0], color="white", lw=1)
+        outline_objects(ax, scene)
     ax.set_title(textwrap.fill(scene.caption if title is None else title, 30), fontsize=8)
     ax.axis("off")
     return ax
+
+
+def outline_objects(ax: Axes, scene: Scene, colour: str = "white", scale: float = 1.0) -> None:
+    """Outline each object's mask on ``ax`` (over a picture of the scene, or of a map ``scale`` times its size)."""
+    for obj in scene.objects:
+        for contour in find_contours(obj.mask.numpy().astype(float), 0.5):
+            ax.plot(contour[:, 1] * scale, contour[:, 0] * scale, color=colour, lw=1)
 
 
 # --- questions about a scene, with their answers and the object each refers to -------------------
