@@ -1,7 +1,8 @@
 """The photos the course ships, their object boxes, and the checksum manifest of ``data/``.
 
-Every photo in ``data/images/`` is a byte-for-byte copy of a sample image that scikit-image or
-matplotlib ships (public domain or CC0; ``data/SOURCES.md`` names each origin and licence), plus
+Every photo in ``data/images/`` is a byte-for-byte copy of a sample image that scikit-image,
+matplotlib or scikit-learn ships (public domain, CC0 or CC BY 2.0; ``data/SOURCES.md`` names each origin,
+licence and attribution), plus
 ``cat_espresso``, composed here from two of them so that one image holds two ImageNet classes at
 known places. Boxes are ``(x0, y0, x1, y1)`` in pixels of the image they belong to, ``x1`` and
 ``y1`` exclusive.
@@ -34,6 +35,20 @@ PACKAGE_PHOTOS = {
     "astronaut": ("skimage", "data/astronaut.png"),
     "rocket": ("skimage", "data/rocket.jpg"),
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "camera": ("skimage", "data/camera.png"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+}
+
+# The object of each whole photo's top ImageNet class, boxed by the course's authors in the photo's pixels (the
+# ground truth of weak localisation on the photos, as ILSVRC's boxes are people's). The astronaut's top class is a
+# mistake (no ImageNet class is "astronaut"): it has no box.
+PHOTO_OBJECTS: dict[str, Box] = {
+    "chelsea": (15, 0, 410, 300),  # the cat
+    "coffee": (75, 15, 480, 390),  # cup and saucer
+    "rocket": (300, 125, 345, 410),  # the rocket on its pad
+    "grace_hopper": (10, 310, 512, 600),  # the uniform
+    "camera": (228, 140, 410, 505),  # the tripod with the camera on it
+    "china": (60, 28, 372, 390),  # the pagoda
 }
 
 # Photos in a row: a 600 x 600 canvas, each photo cropped to a square around its object, scaled
@@ -46,7 +61,6 @@ OBJECT_CROPS: dict[str, Box] = {
     "chelsea": (30, 0, 330, 300),  # the cat's head fills this square
     "coffee": (80, 0, 480, 400),  # cup and saucer
 }
-COFFEE_OBJECT: Box = (75, 15, 480, 390)  # cup and saucer in coffee.png
 # Two-object images for the experiments of notebooks 03 and 04: every photo with an object the
 # network recognises beside others, each order of chelsea and coffee, so left and right both occur.
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -125,7 +139,7 @@ def make_cat_espresso() -> tuple[Image.Image, dict[str, Box]]:
     image, (cat_tile, cup_tile) = in_a_row("chelsea", "coffee")
     crop = OBJECT_CROPS["coffee"]
     scale = (cup_tile[2] - cup_tile[0]) / (crop[2] - crop[0])
-    x0, y0, x1, y1 = (round(max(v - o, 0) * scale) for v, o in zip(COFFEE_OBJECT, crop[:2] * 2))
+    x0, y0, x1, y1 = (round(max(v - o, 0) * scale) for v, o in zip(PHOTO_OBJECTS["coffee"], crop[:2] * 2))
     left, top = cup_tile[:2]
     return image, {"Egyptian cat": cat_tile, "espresso": (left + x0, top + y0, left + x1, top + y1)}
 

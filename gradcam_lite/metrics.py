@@ -187,6 +187,15 @@ def object_scores(maps: dict[str, Tensor], masks: Tensor, target: int, lit: Sequ
             "random point hit": float(near.float().mean()), "uniform share": float(masks[target].float().mean())}
 
 
+def cluster_mean(values: Tensor, groups: Tensor | None = None) -> PairedDifference:
+    """The mean of ``values`` (one per item) with its standard error clustered by ``groups`` (:func:`paired_difference`
+    against 0): its ``interval()`` is t-based with the number of groups less one degrees of freedom."""
+    if values.dim() != 1 or not bool(torch.isfinite(values).all()):
+        bad = torch.nonzero(~torch.isfinite(values)).flatten().tolist() if values.dim() == 1 else "-"
+        raise ValueError(f"cluster_mean takes finite values, one per item (1-d), got shape {tuple(values.shape)}, non-finite at {bad}")
+    return paired_difference(values, torch.zeros_like(values), groups)
+
+
 def means_by(values: Tensor, keys: Sequence, groups: Tensor) -> dict:
     """For each distinct key, the mean of ``values`` over the items with that key and its standard error clustered by
     ``groups`` (:func:`paired_difference` against 0), in the order the keys first appear."""
@@ -220,12 +229,18 @@ def localisation_scores(saliency: Tensor, mask: Tensor, resolution: int) -> dict
             f"{resolution} x {resolution} reference": mask_share(blurred_mask, mask)}
 
 
-def top_fraction_mask(saliency: Tensor, fraction: float) -> Tensor:
-    """Boolean mask (H, W) of the ``round(fraction * H * W)`` highest pixels of a map (ties by position)."""
+def top_fraction_mask(saliency: Tensor, fraction: float, within: Tensor | None = None) -> Tensor:
+    """Boolean mask (H, W) of the ``round(fraction * n)`` highest pixels of a map (ties by position), among the ``n``
+    pixels of ``within`` (a boolean mask, e.g. a composition's photo tiles: its flat padding is then never chosen), or
+    among all pixels."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
-    count = round(fraction * saliency.numel())
-    order = torch.argsort(saliency.flatten(), descending=True, stable=True)
+    if within is not None and (within.shape != saliency.shape or within.dtype != torch.bool):
+        raise ValueError(f"within must be a boolean mask of the map's shape {tuple(saliency.shape)}, got {within.dtype} {tuple(within.shape)}")
+    allowed = torch.ones_like(saliency, dtype=torch.bool) if within is None else within
+    count = round(fraction * int(allowed.sum()))
+    ranked = torch.where(allowed, saliency, torch.full_like(saliency, -torch.inf)).flatten()
+    order = torch.argsort(ranked, descending=True, stable=True)
     mask = torch.zeros(saliency.numel(), dtype=torch.bool, device=saliency.device)
     mask[order[:count]] = True
     return mask.reshape(saliency.shape)
@@ -259,9 +274,11 @@ def remove_region(x: Tensor, mask: Tensor, baseline: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def logits_after_removal(model: torch.nn.Module, x: Tensor, saliency: Tensor, fraction: float, baseline: Tensor) -> Tensor:
-    """The logits (N, classes) of one image (1, C, H, W) after removing the top ``fraction`` of each of N maps (N, H, W)."""
-    masks = torch.stack([top_fraction_mask(m, fraction) for m in saliency])
+def logits_after_removal(model: torch.nn.Module, x: Tensor, saliency: Tensor, fraction: float, baseline: Tensor,
+                         within: Tensor | None = None) -> Tensor:
+    """The logits (N, classes) of one image (1, C, H, W) after removing the top ``fraction`` of each of N maps (N, H, W),
+    the fraction counted among the pixels of ``within`` when given (see :func:`top_fraction_mask`)."""
+    masks = torch.stack([top_fraction_mask(m, fraction, within) for m in saliency])
     return model(remove_region(x.expand(len(masks), -1, -1, -1), masks, baseline.expand(len(masks), -1, -1, -1)))
 
 
@@ -273,13 +290,15 @@ class DeletionCurve(NamedTuple):
 
 
 @torch.no_grad()
-def deletion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor) -> DeletionCurve:
+def deletion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor,
+                   within: Tensor | None = None) -> DeletionCurve:
     """:math:`y^c` and :math:`p(c)` after removing the top ``f`` of the map, for each f in ``fractions``: one image (1, C, H, W).
 
     Grad-CAM explains the logit :math:`y^c`, so that is the effect to read; :math:`p(c)` also moves
     when *other* classes' logits move (a competitor removed raises :math:`p(c)` with :math:`y^c` unchanged).
+    With ``within`` (a boolean mask), the fractions count the pixels of ``within`` only (see :func:`top_fraction_mask`).
     """
-    masks = torch.stack([top_fraction_mask(saliency, float(f)) for f in fractions])
+    masks = torch.stack([top_fraction_mask(saliency, float(f), within) for f in fractions])
     images = remove_region(x.expand(len(masks), -1, -1, -1), masks, baseline.expand(len(masks), -1, -1, -1))
     logits = model(images)
     return DeletionCurve(logits[:, target], logits.softmax(dim=1)[:, target])
@@ -318,6 +337,20 @@ class PairedDifference(NamedTuple):
         r"""The t-based interval :math:`\bar d \pm t_{n-1} \mathrm{SE}` (``scipy.stats.t``): wider than the normal one when the groups are few."""
         half = t_distribution.ppf(0.5 + level / 2, self.count - 1) * self.standard_error
         return self.mean - half, self.mean + half
+
+    def equivalent(self, low: float, high: float, level: float = 0.95) -> bool:
+        r"""The equivalence test (two one-sided t-tests, TOST): is the mean shown to lie inside the margin [``low``, ``high``]
+        at ``level``? Both one-sided tests reject at :math:`1 - 	ext{level}` exactly when the :math:`2\,	ext{level} - 1`
+        interval (90 % for 95 %) lies inside the margin. Fewer groups make it harder: a wide interval proves nothing."""
+        if not low < high:
+            raise ValueError(f"an equivalence margin needs low < high, got [{low}, {high}]")
+        lower, upper = self.interval(2 * level - 1)
+        return low < lower and upper < high
+
+    def describe(self, level: float = 0.95, digits: int = 2) -> str:
+        """The mean, its t-based interval at ``level`` and the count of pairs or groups, as text: ``0.36 [0.25, 0.47], n = 7``."""
+        lower, upper = self.interval(level)
+        return f"{self.mean:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}], n = {self.count}"
 
     @property
     def z(self) -> float:
@@ -375,16 +408,63 @@ def iou(first: Box, second: Box) -> float:
     return float(box_iou(torch.tensor([first], dtype=torch.float64), torch.tensor([second], dtype=torch.float64))[0, 0])
 
 
+def box_hits(maps: Tensor, boxes: Sequence[Box], thresholds: Sequence[float], iou_threshold: float = 0.5) -> Tensor:
+    r"""Per threshold :math:`\tau` and map (N, H, W): does the map's box (:func:`box_from_map` at :math:`\tau` times the map's
+    maximum) overlap its object's box with IoU at least ``iou_threshold``? Returns bool (len(thresholds), N). A map with
+    no positive value has no box: a miss."""
+    if maps.dim() != 3 or len(boxes) != len(maps):
+        raise ValueError(f"box_hits takes maps (N, H, W) and one box each, got {tuple(maps.shape)} and {len(boxes)} boxes")
+    if not 0 < iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must lie in (0, 1], got {iou_threshold}")
+    hits = torch.zeros(len(thresholds), len(maps), dtype=torch.bool)
+    for n, (saliency, box) in enumerate(zip(maps, boxes)):
+        if float(saliency.max()) > 0:
+            hits[:, n] = torch.tensor([iou(box_from_map(saliency, float(threshold)), box) >= iou_threshold for threshold in thresholds])
+    return hits
+
+
+def box_accuracy(maps: Tensor, boxes: Sequence[Box], thresholds: Sequence[float], iou_threshold: float = 0.5) -> Tensor:
+    r"""BoxAcc (Choe et al., *Evaluating Weakly Supervised Object Localization Methods Right*, CVPR 2020) at each threshold
+    :math:`\tau` of ``thresholds``: the fraction of maps whose box hits (:func:`box_hits`). Returns (len(thresholds),).
+    MaxBoxAcc is its maximum over the thresholds, chosen on the data it is reported on; choosing the threshold on other
+    data (validation) and reporting on the rest is the stricter variant.
+    """
+    return box_hits(maps, boxes, thresholds, iou_threshold).float().mean(dim=1)
+
+
+def perfect_map(mask: Tensor, resolution: int) -> Tensor:
+    """The best map a layer of ``resolution`` x ``resolution`` positions can give for an object's mask (H, W): the mask
+    averaged over each position's cell and upsampled bilinearly like a map. Its scores are a coarse map's ceiling."""
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        raise ValueError(f"perfect_map takes one boolean mask (H, W), got {mask.dtype} {tuple(mask.shape)}")
+    cells = F.adaptive_avg_pool2d(mask[None, None].float(), resolution)
+    return F.interpolate(cells, size=tuple(mask.shape), mode="bilinear", align_corners=False)[0, 0]
+
+
+def tile_pointing(maps: Tensor, own: Tensor, other: Tensor) -> Tensor:
+    """The pointing game on two-tile images that a map can lose: is each map's (N, H, W) maximum over the two tiles
+    ``own`` and ``other`` (boolean (N, H, W), disjoint; leave a band around the seam out of both) inside its own tile?
+    A two-way choice: chance is 1/2 for a map that ignores the tiles' content."""
+    if not maps.shape == own.shape == other.shape or maps.dim() != 3:
+        raise ValueError(f"maps {tuple(maps.shape)} and tiles {tuple(own.shape)}, {tuple(other.shape)} must all be (N, H, W)")
+    if bool((own & other).any()):
+        raise ValueError("the two tiles overlap")
+    peak_own = torch.where(own, maps, torch.full_like(maps, -torch.inf)).flatten(1).amax(dim=1)
+    peak_other = torch.where(other, maps, torch.full_like(maps, -torch.inf)).flatten(1).amax(dim=1)
+    return peak_own > peak_other
+
+
 # --- insertion, and the area under a curve -----------------------------------------------------------
 
 
-def insertion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor) -> DeletionCurve:
+def insertion_curve(model: torch.nn.Module, x: Tensor, saliency: Tensor, target: int, fractions: Tensor, baseline: Tensor,
+                    within: Tensor | None = None) -> DeletionCurve:
     """:math:`y^c` and :math:`p(c)` of the baseline with the top ``f`` of the map put back from the image, for each f in ``fractions``.
 
     The mirror of :func:`deletion_curve` (Petsiuk et al., RISE, 2018): a faithful map makes the score rise early.
     Putting the top of ``x`` into the baseline is deleting it from the baseline with ``x`` as the filling.
     """
-    return deletion_curve(model, baseline, saliency, target, fractions, x)
+    return deletion_curve(model, baseline, saliency, target, fractions, x, within)
 
 
 def curve_area(fractions: Tensor, values: Tensor) -> float:

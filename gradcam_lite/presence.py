@@ -1,4 +1,4 @@
-r"""Which shapes and which colours a scene holds: the multi-label classifier notebook 10 evaluates maps on.
+r"""Which shapes and which colours a scene holds: the multi-label classifier notebooks 11 and 12 evaluate maps on.
 
 Scenes come from :func:`gradcam_lite.worlds.shapes.varied_scene` (1 to 4 objects of sides 8 to 20
 pixels). The model (:class:`gradcam_lite.encoders.PooledClassifier`) gives one logit per label of

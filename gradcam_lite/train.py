@@ -129,7 +129,7 @@ def train_clinic(p_male_doctor: float, p_female_nurse: float, steps: int = CLINI
 def train_presence(steps: int = 300, batch_size: int = 64, seed: int = 0, learning_rate: float = 3e-3, progress: bool = True) -> tuple[nn.Module, list[float]]:
     """Binary cross-entropy of every label of :data:`presence.LABELS` on fresh varied training scenes at every step.
 
-    300 steps leave a model that gets about 19 scenes in 20 entirely right, its mistakes mostly on shapes, which notebook 10
+    300 steps leave a model that gets about 19 scenes in 20 entirely right, its mistakes mostly on shapes, which notebook 12
     studies; 1200 steps reached 99.95 % (too few mistakes to study).
     """
     torch.manual_seed(seed)

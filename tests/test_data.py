@@ -5,7 +5,7 @@ import pytest
 
 from gradcam_lite import data
 
-PHOTOS = ["astronaut", "cat_espresso", "chelsea", "coffee", "grace_hopper", "rocket"]
+PHOTOS = ["astronaut", "camera", "cat_espresso", "chelsea", "china", "coffee", "grace_hopper", "rocket"]
 
 
 def test_manifest_covers_every_file_and_matches():

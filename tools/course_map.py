@@ -47,8 +47,16 @@ COURSE = {
                "object count, clustered SEs; left_of at chance and why; contrast maps for counting"),
     "09_bias_doctor_nurse": ("how Grad-CAM exposes a dataset bias: the paper's doctor/nurse study on drawn people",
                              "biased vs balanced training: accuracy per cell, map share on the head vs the tool, the other hair, a sweep of the bias ratio"),
-    "10_evaluating_explanations": ("the paper's evaluation, measured: faithfulness, pointing game, weak localisation, adversarial robustness, failure modes",
-                                   "rank correlation with occlusion; five methods against centre and random maps on 500 scenes, with their cost; Grad-CAM++ on 300 multi-instance scenes; PGD"),
+    "10_evaluating_explanations": ("faithfulness: does the map order pixels as occlusion does? Whole photos and compositions apart",
+                                   "Spearman's rho with occlusion at two windows, against maps that ignore the object and flat maps that know it; "
+                                   "an equivalence test for \"of the paper's size\"; deletion and insertion on $y^c$; cost"),
+    "11_localisation": ("localisation, each score beside the baseline that knows most",
+                        "a pointing game that can fail (two tiles, binomial); pointing against a random-object pointer; box accuracy swept "
+                        "over thresholds (MaxBoxAcc, validation-chosen) against a perfect map's ceiling; top-1 vs class-given error; "
+                        "Grad-CAM++ on instances of different sizes"),
+    "12_attacks_and_failures": ("does the map survive an adversarial attack? And the network's own mistakes",
+                                "targeted PGD on 8-bit images over four budgets; the map's share on the object as an equivalence test "
+                                "beside noise; $y^c$ and $y^t$ beside $p(c)$; look-alikes against chance; the shapes classifier's misses"),
 }
 
 
@@ -57,8 +65,9 @@ PAPER_ROWS = {
     "07_captioning": ["each word's map points at its object"],
     "08_vqa": ["evidence that the map localises"],
     "09_bias_doctor_nurse": ["biased model, test accuracy", "balanced model, test accuracy"],
-    "10_evaluating_explanations": ["rank correlation with occlusion, Grad-CAM", "pointing game, Grad-CAM",
-                                   "localisation error (IoU < 0.5), Grad-CAM"],
+    "10_evaluating_explanations": ["rank correlation with occlusion, Grad-CAM"],
+    "11_localisation": ["pointing game, Grad-CAM", "localisation error (IoU < 0.5), Grad-CAM"],
+    "12_attacks_and_failures": ["the map of the true class still finds the object"],
 }
 
 
