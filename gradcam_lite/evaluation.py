@@ -268,6 +268,11 @@ class PhotoCase(NamedTuple):
         return self.box is None
 
     @property
+    def image_name(self) -> str:
+        """The image the case explains: a photo's name, or a composition's ("chelsea + coffee"), shared by its two cases."""
+        return self.name.split(":")[0]
+
+    @property
     def photo_pixels(self) -> Tensor:
         """The input's pixels that show a photo (H, W): all of a whole photo; a composition's band of tiles, without the
         flat padding above and below, where hiding or ranking pixels means nothing."""

@@ -196,6 +196,13 @@ def cluster_mean(values: Tensor, groups: Tensor | None = None) -> PairedDifferen
     return paired_difference(values, torch.zeros_like(values), groups)
 
 
+def group_ids(keys: Sequence) -> Tensor:
+    """One integer per item, the same for items with equal keys (numbered in order of first appearance): the ``groups``
+    of :func:`paired_difference` and :func:`cluster_mean` from names, say each case's image."""
+    first_seen = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+    return torch.tensor([first_seen[key] for key in keys], dtype=torch.long)
+
+
 def means_by(values: Tensor, keys: Sequence, groups: Tensor) -> dict:
     """For each distinct key, the mean of ``values`` over the items with that key and its standard error clustered by
     ``groups`` (:func:`paired_difference` against 0), in the order the keys first appear."""
@@ -340,7 +347,7 @@ class PairedDifference(NamedTuple):
 
     def equivalent(self, low: float, high: float, level: float = 0.95) -> bool:
         r"""The equivalence test (two one-sided t-tests, TOST): is the mean shown to lie inside the margin [``low``, ``high``]
-        at ``level``? Both one-sided tests reject at :math:`1 - 	ext{level}` exactly when the :math:`2\,	ext{level} - 1`
+        at ``level``? Both one-sided tests reject at :math:`1 - \text{level}` exactly when the :math:`2\,\text{level} - 1`
         interval (90 % for 95 %) lies inside the margin. Fewer groups make it harder: a wide interval proves nothing."""
         if not low < high:
             raise ValueError(f"an equivalence margin needs low < high, got [{low}, {high}]")
@@ -449,8 +456,7 @@ def tile_pointing(maps: Tensor, own: Tensor, other: Tensor) -> Tensor:
         raise ValueError(f"maps {tuple(maps.shape)} and tiles {tuple(own.shape)}, {tuple(other.shape)} must all be (N, H, W)")
     if bool((own & other).any()):
         raise ValueError("the two tiles overlap")
-    peak_own = torch.where(own, maps, torch.full_like(maps, -torch.inf)).flatten(1).amax(dim=1)
-    peak_other = torch.where(other, maps, torch.full_like(maps, -torch.inf)).flatten(1).amax(dim=1)
+    peak_own, peak_other = (torch.where(tile, maps, torch.full_like(maps, -torch.inf)).flatten(1).amax(dim=1) for tile in (own, other))
     return peak_own > peak_other
 
 

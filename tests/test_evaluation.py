@@ -266,6 +266,7 @@ def test_photo_cases_scale_the_object_boxes_to_the_input(lite0_cases):
     cat = by_name["chelsea + coffee: Egyptian cat"]
     assert cat.box == (0, 56, 112, 168) and not cat.whole
     assert cat.photo_pixels.sum() == 224 * 112 and bool(cat.photo_pixels[56:168].all())
+    assert cat.image_name == by_name["chelsea + coffee: espresso"].image_name == "chelsea + coffee" and by_name["chelsea"].image_name == "chelsea"
     for c in cases:
         if c.box is not None:  # a composition's object lies in its own tile
             assert c.box[0] <= c.object_box[0] < c.object_box[2] <= c.box[2] and c.box[1] <= c.object_box[1] < c.object_box[3] <= c.box[3]

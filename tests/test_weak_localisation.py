@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import ttest_1samp
 
-from gradcam_lite.metrics import (box_accuracy, box_from_map, box_hits, cluster_mean, iou, logits_after_removal, perfect_map, tile_pointing,
+from gradcam_lite.metrics import (box_accuracy, box_from_map, box_hits, cluster_mean, group_ids, iou, logits_after_removal, perfect_map, tile_pointing,
                                   top_fraction_mask)
 
 
@@ -64,7 +64,7 @@ def test_top_fraction_within_a_region_never_leaves_it_and_counts_its_pixels():
     assert int(chosen.sum()) == 10 and not bool((chosen & ~within).any())
     expected = torch.zeros(10, 10, dtype=torch.bool)
     expected[8:, :5] = True  # the 10 highest of the left half: its last two rows
-    assert torch.equal(chosen, expected)
+    assert torch.equal(chosen, expected)  # a ranking of distinct values: no arithmetic that another CPU could round otherwise
     assert torch.equal(top_fraction_mask(saliency, 0.2), top_fraction_mask(saliency, 0.2, torch.ones(10, 10, dtype=torch.bool)))
     with pytest.raises(ValueError, match="boolean mask of the map's shape"):
         top_fraction_mask(saliency, 0.2, within.float())
@@ -107,3 +107,11 @@ def test_removal_within_a_region_spends_the_fraction_there_only():
     after = logits_after_removal(Sum(), x, saliency[None], 0.5, torch.zeros_like(x), within)
     assert float(after[0, 0]) == 12.0  # 4 of 16 pixels removed, all inside the region
     assert float(logits_after_removal(Sum(), x, saliency[None], 0.5, torch.zeros_like(x))[0, 0]) == 8.0  # 8 of 16 anywhere
+
+
+def test_group_ids_number_equal_keys_alike_in_order_of_first_appearance():
+    assert group_ids(["b + a", "b + a", "c", "b + a", "a"]).tolist() == [0, 0, 1, 0, 2]
+    values, keys = torch.tensor([1.0, 3.0, 2.0, 6.0]), ["x", "x", "y", "y"]
+    by_hand = cluster_mean(torch.tensor([2.0, 4.0]))  # one mean per group: the clustered SE is the SE of the group means
+    clustered = cluster_mean(values, group_ids(keys))
+    assert clustered.count == 2 and abs(clustered.mean - 3.0) < 1e-12 and abs(clustered.standard_error - by_hand.standard_error) < 1e-12
