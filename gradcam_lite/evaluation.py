@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import data, models
-from .guided import guided_backprop, guided_grad_cam
-from .maps import cam, grad_cam, grad_cam_pp, is_constant, normalize_maps, smooth_grad_cam_pp, upsample
+from .guided import deconvnet, guided_backprop, guided_grad_cam
+from .maps import cam, grad_cam, grad_cam_pp, hires_cam, is_constant, normalize_maps, smooth_grad_cam_pp, upsample
 from .checks import check_call, check_finite
 from .metrics import Box, box_mask, centre_blob, mask_share, occlusion_map, random_smooth_map, rank_correlation
 from .worlds import shapes
@@ -82,6 +82,16 @@ def method_table(layer: str) -> dict[str, Method]:
         "guided backprop": lambda model, x, t: pixel_map(guided_backprop(model, x, t)),
         "Guided Grad-CAM": lambda model, x, t: pixel_map(guided_grad_cam(model, x, t, layer)),
     }
+
+
+def every_method(layer: str) -> dict[str, Method]:
+    """Every method the engine has, at ``layer`` where it takes one: :func:`method_table`'s, HiResCAM beside Grad-CAM,
+    Smooth Grad-CAM++ (:func:`several_instances_methods`'s) beside Grad-CAM++, and the deconvnet beside guided backpropagation."""
+    table, smooth = method_table(layer), several_instances_methods(layer)
+    return {"Grad-CAM": table["Grad-CAM"], "HiResCAM": lambda model, x, t: hires_cam(model, x, t, layer),
+            "Grad-CAM++": table["Grad-CAM++"], "Smooth Grad-CAM++": smooth["Smooth Grad-CAM++"], "CAM": table["CAM"],
+            "guided backprop": table["guided backprop"], "deconvnet": lambda model, x, t: pixel_map(deconvnet(model, x, t)),
+            "Guided Grad-CAM": table["Guided Grad-CAM"]}
 
 
 def baseline_maps(n: int, size: int, seed: int = 0) -> dict[str, Tensor]:

@@ -506,35 +506,43 @@ def occlusion_windows(height: int, width: int, window: int, stride: int) -> Tens
 
 
 @torch.no_grad()
-def occlusion_map(model: torch.nn.Module, x: Tensor, target: int | Sequence[int] | Tensor, *, window: int, stride: int,
-                  baseline: float | Tensor = 0.0, batch_size: int = 4) -> Tensor:
-    r"""Occlusion sensitivity (Zeiler and Fergus, 2014) of the target score, one map (B, H, W) per image.
+def occlusion_drops(model: torch.nn.Module, x: Tensor, target: int | Sequence[int] | Tensor, *, window: int, stride: int,
+                    baseline: float | Tensor = 0.0, batch_size: int = 4) -> Tensor:
+    r"""The drop of the target's score when each window :math:`p` of :func:`occlusion_windows` is hidden, (B, P):
+    :math:`d_p = y^c(x) - y^c(x \text{ with } p \text{ set to the baseline})`, over all channels.
 
-    A square of ``window`` x ``window`` pixels, over all channels, is set to ``baseline`` at each place
-    :math:`p` of :func:`occlusion_windows`, and the drop of the target's score is recorded,
-    :math:`d_p = y^c(x) - y^c(x \text{ with } p \text{ occluded})`. A pixel's value is the mean drop over
-    the windows that cover it, :math:`O_{ij} = \sum_p [ij \in p]\, d_p / \sum_p [ij \in p]`: positive where
-    hiding the pixel lowers the score. This is ``captum.attr.Occlusion`` with
-    ``sliding_window_shapes=(C, window, window)`` and ``strides=(C, stride, stride)``, batched:
-    ``batch_size`` occluded copies go through the model at once. (On 2 CPU cores and the course's
-    EfficientNet-Lite0 at 224 x 224, 4 at once was fastest: larger batches ran slower per image.)
+    ``baseline`` is a value, a tensor broadcast to one image (C, H, W), or one fill per image (B, C, H, W), e.g. each
+    scene's own background, which hides an object without drawing anything new. ``batch_size`` occluded copies go
+    through the model at once. (On 2 CPU cores and the course's EfficientNet-Lite0 at 224 x 224, 4 at once was
+    fastest: larger batches ran slower per image.)
     """
     check_images(x)
     check_model_matches(model, x)
     warn_if_training(model)
     targets = parse_class_targets(target, len(x))
     if targets.per_image_k:
-        raise ValueError("occlusion_map takes one class per image (an int or B ints), not a (B, K) table")
+        raise ValueError("occlusion takes one class per image (an int or B ints), not a (B, K) table")
     masks = occlusion_windows(x.shape[2], x.shape[3], window, stride).to(x.device)
-    fill = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x[0])
-    coverage = masks.sum(dim=0).to(x.dtype)
-    maps = []
-    for image, c in zip(x, targets.indices[:, 0].tolist()):
+    fill = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    if fill.dim() == 4 and fill.shape != x.shape:
+        raise ValueError(f"a baseline per image must have the images' shape {tuple(x.shape)}, got {tuple(fill.shape)}")
+    fills = fill if fill.dim() == 4 else fill.expand_as(x[0]).expand_as(x)
+    drops = []
+    for image, fill, c in zip(x, fills, targets.indices[:, 0].tolist()):
         clean = class_scores(model(image[None]), ClassTargets(torch.tensor([[c]]), False))[0, 0]
-        total = torch.zeros_like(coverage)
-        for chunk in masks.split(batch_size):
-            occluded = torch.where(chunk[:, None], fill, image)
-            drops = clean - model(occluded)[:, c]
-            total += torch.einsum("n,nhw->hw", drops, chunk.to(x.dtype))
-        maps.append(total / coverage)
-    return torch.stack(maps)
+        drops.append(torch.cat([clean - model(torch.where(chunk[:, None], fill, image))[:, c] for chunk in masks.split(batch_size)]))
+    return torch.stack(drops)
+
+
+def occlusion_map(model: torch.nn.Module, x: Tensor, target: int | Sequence[int] | Tensor, *, window: int, stride: int,
+                  baseline: float | Tensor = 0.0, batch_size: int = 4) -> Tensor:
+    r"""Occlusion sensitivity (Zeiler and Fergus, 2014) of the target score, one map (B, H, W) per image.
+
+    A pixel's value is the mean drop (:func:`occlusion_drops`, whose arguments these are) over the windows that cover
+    it, :math:`O_{ij} = \sum_p [ij \in p]\, d_p / \sum_p [ij \in p]`: positive where hiding the pixel lowers the score.
+    This is ``captum.attr.Occlusion`` with ``sliding_window_shapes=(C, window, window)`` and
+    ``strides=(C, stride, stride)``, batched.
+    """
+    drops = occlusion_drops(model, x, target, window=window, stride=stride, baseline=baseline, batch_size=batch_size)
+    masks = occlusion_windows(x.shape[2], x.shape[3], window, stride).to(device=x.device, dtype=x.dtype)
+    return torch.einsum("bp,phw->bhw", drops, masks) / masks.sum(dim=0)

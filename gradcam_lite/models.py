@@ -210,6 +210,20 @@ def to_display(x: Tensor) -> Tensor:
     return (x * std + mean).clamp(0, 1)
 
 
+class PixelInput(nn.Module):
+    """``model`` taking pixel images (B, 3, H, W) in [0, 1]: it standardises them as :func:`preprocess` does first.
+    What a perturbation of the *pixels* does (an explanation image :math:`L^c \\odot I` that darkens towards black)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.model((pixels - self.mean.to(pixels)) / self.std.to(pixels))  # on the pixels' device and dtype
+
+
 @torch.no_grad()
 def top_classes(model: nn.Module, x: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
     """For each image of the batch, its ``k`` most probable classes as (index, name, probability)."""

@@ -143,17 +143,24 @@ def linear_imputation(image: Tensor, removed: Tensor, noise: float = 0.0, genera
     return filled.reshape(image.shape)
 
 
-def road_mask(saliency: Tensor, fraction: float, order: Literal["most", "least"], generator: torch.Generator | None = None) -> Tensor:
+def road_mask(saliency: Tensor, fraction: float, order: Literal["most", "least"], generator: torch.Generator | None = None,
+              within: Tensor | None = None) -> Tensor:
     """The pixels (H, W, bool) that ROAD removes at ``fraction``, as many as pytorch-grad-cam's percentile rule removes
     from a map without ties: the most relevant first, the :math:`N - \lceil (N - 1)(1 - f) \rceil` largest values
     (those with :math:`L \ge q_{1-f}(L)`), or the least relevant first, the :math:`\lfloor (N - 1) f \rfloor + 1` smallest
     (:math:`L \le q_f(L)`). Tied values are ranked in a random order drawn from ``generator``, so that a flat map
-    (a constant one, or one that is 0 over half the image) still loses the stated count and never all of its pixels."""
+    (a constant one, or one that is 0 over half the image) still loses the stated count and never all of its pixels.
+
+    With ``within`` (H, W, bool), only its :math:`N` pixels are ranked and removed: a composition's photo tiles, say,
+    whose flat padding would otherwise be "removed" first by LeRF at no cost to the score."""
     if not 0 < fraction < 1:
         raise ValueError(f"the fraction removed must lie strictly between 0 and 1, got {fraction}")
     if order not in ("most", "least"):
         raise ValueError(f"order must be 'most' or 'least', got {order!r}")
-    values = saliency.flatten()
+    if within is not None and (within.shape != saliency.shape or within.dtype != torch.bool or not within.any()):
+        raise ValueError(f"within must be a non-empty boolean mask of the map's shape {tuple(saliency.shape)}, got {within.dtype} {tuple(within.shape)}")
+    candidates = torch.arange(saliency.numel()) if within is None else within.flatten().nonzero()[:, 0]
+    values = saliency.flatten()[candidates]
     count = len(values)
     shuffled = torch.randperm(count, generator=generator)
     ascending = shuffled[torch.argsort(values[shuffled], stable=True)]  # ties in a random order
@@ -161,8 +168,8 @@ def road_mask(saliency: Tensor, fraction: float, order: Literal["most", "least"]
         chosen = ascending[math.ceil((count - 1) * (1 - fraction)):]
     else:
         chosen = ascending[: math.floor((count - 1) * fraction) + 1]
-    removed = torch.zeros(count, dtype=torch.bool)
-    removed[chosen] = True
+    removed = torch.zeros(saliency.numel(), dtype=torch.bool)
+    removed[candidates[chosen]] = True
     return removed.reshape(saliency.shape)
 
 
@@ -175,14 +182,18 @@ class RoadCurve(NamedTuple):
 
 @torch.no_grad()
 def road(model: torch.nn.Module, x: Tensor, maps: Tensor, targets: Sequence[int], fractions: Sequence[float],
-         order: Literal["most", "least"], noise: float = 0.01, generator: torch.Generator | None = None) -> RoadCurve:
+         order: Literal["most", "least"], noise: float = 0.01, generator: torch.Generator | None = None,
+         within: Tensor | None = None) -> RoadCurve:
     """ROAD: for each image (N, C, H, W) and fraction, remove the pixels of :func:`road_mask`, fill them by
     :func:`linear_imputation`, and read the target's logit :math:`y^c` and :math:`p(c)`; ``generator`` draws the ties' order
-    and the imputation's noise. MoRF (``order="most"``):
-    a faithful map makes the score fall fast; LeRF (``"least"``): slowly."""
+    and the imputation's noise; ``within`` (N, H, W, bool), if given, the pixels each image's fractions count. MoRF
+    (``order="most"``): a faithful map makes the score fall fast; LeRF (``"least"``): slowly."""
     check_maps(x, maps, targets)
-    images = torch.stack([linear_imputation(image, road_mask(saliency, f, order, generator), noise, generator)
-                          for image, saliency in zip(x, maps) for f in fractions])
+    if within is not None and within.shape != maps.shape:
+        raise ValueError(f"within must be (N, H, W) like the maps {tuple(maps.shape)}, got {tuple(within.shape)}")
+    regions = [None] * len(x) if within is None else within
+    images = torch.stack([linear_imputation(image, road_mask(saliency, f, order, generator, region), noise, generator)
+                          for image, saliency, region in zip(x, maps, regions) for f in fractions])
     logits = model(images).reshape(len(x), len(fractions), -1)
     chosen = torch.as_tensor(list(targets))[:, None, None].expand(-1, len(fractions), 1)
     return RoadCurve(logits.gather(2, chosen)[..., 0], logits.softmax(dim=2).gather(2, chosen)[..., 0])

@@ -100,6 +100,16 @@ def accuracy_by_label(model: nn.Module, scenes: list[Scene]) -> dict[str, float]
     return {"exact": float(correct.all(dim=1).float().mean()), **{label: float(correct[:, i].float().mean()) for i, label in enumerate(LABELS)}}
 
 
-def load_presence(device: str | torch.device = "cpu") -> PooledClassifier:
-    """The shipped presence classifier, checksum verified, in eval mode."""
-    return load_shipped(presence_classifier(), "presence", device)
+# checkpoint -> the train CLI name that makes it: the presence classifier, and the data-randomisation pair of notebook 13
+CHECKPOINTS = {"presence": "presence", "presence_fixed_scenes": "presence_data_randomisation",
+               "presence_fixed_scenes_seed1": "presence_data_randomisation", "presence_shuffled_labels": "presence_data_randomisation"}
+
+
+def load_presence(device: str | torch.device = "cpu", checkpoint: str = "presence") -> PooledClassifier:
+    """A shipped presence classifier of :data:`CHECKPOINTS`, checksum verified, in eval mode: by default the one trained
+    on fresh scenes; ``"presence_fixed_scenes"`` (and ``"presence_fixed_scenes_seed1"``, from another seed) and
+    ``"presence_shuffled_labels"`` were trained on 1024 fixed scenes with true and with shuffled labels
+    (:func:`gradcam_lite.train.train_presence_fixed`)."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"no presence checkpoint {checkpoint!r}; the checkpoints are {sorted(CHECKPOINTS)}")
+    return load_shipped(presence_classifier(), checkpoint, device, trainer=CHECKPOINTS[checkpoint])

@@ -4,7 +4,9 @@ Each model trains from a fixed seed on its world's training split, reports its v
 accuracy, and writes ``data/models/<checkpoint>.pt`` (the state dict), ``<checkpoint>.json`` (how it
 was made, how long its training took, how well it does) and the new checksums in
 ``data/SHA256SUMS``. ``clinic`` writes two checkpoints (``clinic_biased``, ``clinic_balanced``) and
-``clinic_sweep.json``, the bias-ratio sweep of notebook 09. Training
+``clinic_sweep.json``, the bias-ratio sweep of notebook 09; ``presence_data_randomisation`` writes three
+(``presence_shuffled_labels``, ``presence_fixed_scenes``, ``presence_fixed_scenes_seed1``), the data-randomisation
+test of notebook 13. Training
 runs once, on a CPU, in minutes; the notebooks load the shipped checkpoint. Retraining on another
 machine need not reproduce the same bytes (floating-point sums differ between CPUs), so the tests
 check what a retrained model *does* (its loss after a short run), never bitwise equality.
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import bias, captioning, data, presence, vqa
@@ -142,6 +144,40 @@ def train_presence(steps: int = 300, batch_size: int = 64, seed: int = 0, learni
     return model, optimise(model, loss_at, steps, learning_rate, "training the presence classifier", progress)
 
 
+FIXED_SCENES = 1024
+FIXED_SET_STEPS = 2000
+
+
+def fixed_training_set(scenes: int = FIXED_SCENES, shuffle_labels: bool = False, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The first ``scenes`` varied training scenes (N, 3, H, W) and their multi-hot labels (N, L); with ``shuffle_labels``
+    each scene gets the labels of another (a seeded permutation of the scenes), so every label keeps its frequency but
+    no longer says what the image holds."""
+    chosen = shapes.split_scenes("train", scenes, maker=shapes.varied_scene)
+    labels = presence.targets(chosen)
+    if shuffle_labels:
+        labels = labels[torch.randperm(scenes, generator=torch.Generator().manual_seed(seed))]
+    return shapes.batch_images(chosen), labels
+
+
+def train_presence_fixed(shuffle_labels: bool, scenes: int = FIXED_SCENES, steps: int = FIXED_SET_STEPS, batch_size: int = 64, seed: int = 0,
+                         learning_rate: float = 3e-3, progress: bool = True) -> tuple[nn.Module, list[float]]:
+    """The presence classifier trained, as :func:`train_presence` is, but on a *fixed* set of scenes
+    (:func:`fixed_training_set`) drawn in seeded batches, so it can memorise them: with shuffled labels, the model of
+    Adebayo et al.'s data-randomisation test (2018), which fits labels that carry nothing a map could point at; with true
+    labels, its control trained on the same images the same way. 2000 steps (125 passes over 1024 scenes) fit the
+    shuffled labels exactly."""
+    images, labels = fixed_training_set(scenes, shuffle_labels, seed)
+    torch.manual_seed(seed)
+    model, batches = presence.presence_classifier(), torch.Generator().manual_seed(seed)
+
+    def loss_at(step: int) -> torch.Tensor:
+        chosen = torch.randint(scenes, (batch_size,), generator=batches)
+        return nn.functional.binary_cross_entropy_with_logits(model(images[chosen]), labels[chosen])
+
+    kind = "shuffled" if shuffle_labels else "true"
+    return model, optimise(model, loss_at, steps, learning_rate, f"training on {scenes} fixed scenes, {kind} labels", progress)
+
+
 Built = list[tuple[str, nn.Module, dict]]  # (checkpoint name, model, what its record adds)
 
 
@@ -199,6 +235,23 @@ def build_presence(steps: int | None) -> Built:
     return [("presence", model, {**record, "validation_accuracy": {label: round(value, 4) for label, value in accuracy.items()}})]
 
 
+def build_presence_data_randomisation(steps: int | None) -> Built:
+    """The presence classifier on :data:`FIXED_SCENES` fixed scenes with shuffled labels, and with true labels from
+    two seeds (the second starts from other weights and draws other batches); each record holds how well the model fits
+    its own training labels and its accuracy on validation scenes."""
+    built, validation = [], shapes.split_scenes("validation", 2000, maker=shapes.varied_scene)
+    runs = (("presence_shuffled_labels", True, 0), ("presence_fixed_scenes", False, 0), ("presence_fixed_scenes_seed1", False, 1))
+    for name, shuffle_labels, seed in runs:
+        model, record = timed(train_presence_fixed, steps, shuffle_labels, seed=seed)
+        images, labels = fixed_training_set(shuffle_labels=shuffle_labels)
+        with torch.no_grad():
+            fitted = ((model(images) > 0) == labels.bool()).all(dim=1).float().mean()
+        accuracy = presence.accuracy_by_label(model, validation)
+        built.append((name, model, {**record, "seed": seed, "scenes": FIXED_SCENES, "training_exact_match": round(float(fitted), 4),
+                                    "validation_accuracy": {label: round(value, 4) for label, value in accuracy.items()}}))
+    return built
+
+
 def build_clinic(steps: int | None) -> Built:
     """The biased and the balanced classifiers, then the sweep of the bias ratio written to ``clinic_sweep.json``."""
     built = []
@@ -238,7 +291,8 @@ def sweep_bias(steps: int | None) -> None:
 
 TRAINERS: dict[str, Callable[[int | None], Built]] = {"captioner": build_captioner, "attention_captioner": build_attention_captioner,
                                                       "vqa": build_vqa, "vqa_from_scratch": build_vqa_from_scratch,
-                                                      "clinic": build_clinic, "presence": build_presence}
+                                                      "clinic": build_clinic, "presence": build_presence,
+                                                      "presence_data_randomisation": build_presence_data_randomisation}
 
 
 def save(name: str, model: nn.Module, record: dict) -> Path:

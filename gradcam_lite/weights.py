@@ -18,7 +18,7 @@ so the map is the element-wise product summed over channels,
 whose sum over positions is the first-order Taylor term :math:`\sum_{kij} G^{kc}_{ij} A^k_{ij}` (notebook 01):
 the change of :math:`y^c` predicted when the layer is switched off, spread over the positions it comes
 from. Where the gradient is the same at every position (a global-average-pooling head), it equals Grad-CAM
-times :math:`Z`; where the model reads positions with their own weights, the average :math:`\alpha^c_k`
+(both are CAM divided by :math:`Z`); where the model reads positions with their own weights, the average :math:`\alpha^c_k`
 loses *where* and HiResCAM keeps it.
 
 Grad-CAM++ (Chattopadhyay et al. 2018) weights each position's positive gradient instead of

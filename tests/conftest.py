@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradcam_lite import data, models
+from gradcam_lite import data, evaluation, models
 
 matplotlib.use("Agg")  # the test process only; notebooks keep their inline backend
 
@@ -71,6 +71,12 @@ def assert_close_in_ulps(actual, expected, ulps: float) -> None:
 @pytest.fixture(scope="session")
 def lite0():
     return models.efficientnet_lite0()
+
+
+@pytest.fixture(scope="session")
+def lite0_cases(lite0):
+    """EfficientNet-Lite0 and the photo cases of notebooks 10-13 (evaluation.photo_cases)."""
+    return lite0, evaluation.photo_cases(lite0)
 
 
 @pytest.fixture(scope="session")

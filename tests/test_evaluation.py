@@ -249,13 +249,6 @@ def test_occlusion_cells_round_trip_and_refuse_a_map_that_is_not_cellwise_consta
         evaluation.occlusion_cells(occlusion, 8)
 
 
-@pytest.fixture(scope="module")
-def lite0_cases():
-    torch.set_num_threads(2)
-    model = models.efficientnet_lite0()
-    return model, evaluation.photo_cases(model)
-
-
 def test_photo_cases_scale_the_object_boxes_to_the_input(lite0_cases):
     _, cases = lite0_cases
     by_name = {c.name: c for c in cases}

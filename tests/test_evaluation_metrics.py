@@ -6,7 +6,7 @@ from captum.attr import Occlusion
 from conftest import make_gapnet
 from torch import nn
 
-from gradcam_lite.metrics import box_from_map, curve_area, deletion_curve, insertion_curve, iou, occlusion_map, occlusion_windows
+from gradcam_lite.metrics import box_from_map, curve_area, deletion_curve, insertion_curve, iou, occlusion_drops, occlusion_map, occlusion_windows
 
 
 class PixelSum(nn.Module):
@@ -35,6 +35,9 @@ def test_occlusion_of_a_linear_score_is_the_mean_of_its_window_sums():
     with torch.no_grad():
         actual = occlusion_map(PixelSum(w).eval(), x, 0, window=2, stride=1)
     torch.testing.assert_close(actual[0], expected, rtol=0, atol=1e-14)
+    # the drops themselves, one per window in occlusion_windows' order (row by row)
+    drops = occlusion_drops(PixelSum(w).eval(), x, 0, window=2, stride=1)
+    torch.testing.assert_close(drops[0], torch.tensor([window_sum[r, c] for r in (0, 1) for c in (0, 1)], dtype=torch.float64), rtol=0, atol=1e-14)
 
 
 def test_occlusion_windows_cover_every_pixel_with_the_last_one_clipped():
@@ -68,6 +71,25 @@ def test_occlusion_equals_captums(size, window, stride):
         scale = float(model(x).abs().max())
     tolerance = 2 * 72 * torch.finfo(torch.float64).eps * scale + 2 * torch.finfo(torch.float32).eps * float(ours.abs().max())
     assert theirs.dtype == torch.float32 and float((ours - theirs[:, 0].double()).abs().max()) <= tolerance
+
+
+def test_occlusion_with_a_fill_per_image_equals_captums():
+    """Each image hidden by its own fill (a scene's background, say): captum's Occlusion with a baseline per input."""
+    model = make_gapnet(seed=1)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 12, 12, generator=generator, dtype=torch.float64)
+    fills = torch.rand(2, 3, 12, 12, generator=generator, dtype=torch.float64)
+    ours = occlusion_map(model, x, [1, 3], window=4, stride=4, baseline=fills, batch_size=9)
+    theirs = Occlusion(model).attribute(x, target=[1, 3], sliding_window_shapes=(3, 4, 4), strides=(3, 4, 4), baselines=fills)
+    with torch.no_grad():
+        scale = float(model(x).abs().max())
+    # the bound of the test above; each of captum's 9 windows is one forward pass, ours all 9 in one
+    tolerance = 2 * 72 * torch.finfo(torch.float64).eps * scale + 2 * torch.finfo(torch.float32).eps * float(ours.abs().max())
+    assert float((ours - theirs[:, 0].double()).abs().max()) <= tolerance
+    shared = occlusion_map(model, x[:1], 1, window=4, stride=4, baseline=fills[0])
+    assert torch.equal(shared[0], occlusion_map(model, x, [1, 3], window=4, stride=4, baseline=fills)[0])
+    with pytest.raises(ValueError, match="a baseline per image must have the images' shape"):
+        occlusion_map(model, x, [1, 3], window=4, stride=4, baseline=fills[:1])
 
 
 def test_occlusion_checks_its_input():

@@ -146,6 +146,23 @@ def test_road_removes_the_stated_count_from_a_flat_map_in_a_seeded_random_order(
     assert road_mask(torch.ones(4, 4), 0.75, "most").sum() == 12  # a constant map: 16 - ceil(15 * 0.25) pixels, not all 16
 
 
+def test_road_within_a_region_ranks_and_removes_only_its_pixels():
+    saliency = torch.arange(100.0).reshape(10, 10)
+    band = torch.zeros(10, 10, dtype=torch.bool)
+    band[3:7] = True  # 40 pixels, values 30..69
+    most, least = road_mask(saliency, 0.25, "most", within=band), road_mask(saliency, 0.25, "least", within=band)
+    # the rule on the 40 pixels: 40 - ceil(39 * 0.75) = 10 largest (60..69), floor(39 * 0.25) + 1 = 10 smallest (30..39)
+    assert torch.equal(most.flatten().nonzero().flatten(), torch.arange(60, 70))
+    assert torch.equal(least.flatten().nonzero().flatten(), torch.arange(30, 40))
+    everywhere = torch.ones(10, 10, dtype=torch.bool)
+    assert torch.equal(road_mask(saliency, 0.4, "most", within=everywhere), road_mask(saliency, 0.4, "most"))
+    model, x = small_net(), torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(3))
+    outside = road(model, x, saliency[None], [0], [0.5], "least", noise=0.0, within=band[None])
+    kept_outside = linear_imputation(x[0], road_mask(saliency, 0.5, "least", within=band))
+    with torch.no_grad():
+        assert torch.equal(outside.score[0, 0], model(kept_outside[None])[0, 0])
+
+
 def test_bad_inputs_are_named():
     model, x = small_net(), torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
@@ -160,6 +177,10 @@ def test_bad_inputs_are_named():
         road_mask(torch.rand(8, 8), 1.0, "most")
     with pytest.raises(ValueError, match="order must be 'most' or 'least'"):
         road_mask(torch.rand(8, 8), 0.5, "top")
+    with pytest.raises(ValueError, match="within must be a non-empty boolean mask"):
+        road_mask(torch.rand(8, 8), 0.5, "most", within=torch.zeros(8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"within must be \(N, H, W\)"):
+        road(model, x, torch.rand(2, 8, 8), [0, 1], [0.5], "most", within=torch.ones(8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match="every pixel is removed"):
         linear_imputation(torch.rand(3, 4, 4), torch.ones(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="boolean mask"):

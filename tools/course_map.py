@@ -57,6 +57,9 @@ COURSE = {
     "12_attacks_and_failures": ("does the map survive an adversarial attack? And the network's own mistakes",
                                 "targeted PGD on 8-bit images over four budgets; the map's share on the object as an equivalence test "
                                 "beside noise; $y^c$ and $y^t$ beside $p(c)$; look-alikes against chance; the shapes classifier's misses"),
+    "13_metrics_and_sanity_checks": ("every method the engine has through the metrics of papers and libraries, each beside a control",
+                                     "Average Drop and Increase in Confidence against the map's coverage; ROAD (MoRF / LeRF); occlusion "
+                                     "by the scene's own background per label kind; data randomisation with a true-label control"),
 }
 
 
@@ -68,6 +71,7 @@ PAPER_ROWS = {
     "10_evaluating_explanations": ["rank correlation with occlusion, Grad-CAM"],
     "11_localisation": ["pointing game, Grad-CAM", "localisation error (IoU < 0.5), Grad-CAM"],
     "12_attacks_and_failures": ["the map of the true class still finds the object"],
+    "13_metrics_and_sanity_checks": ["Average Drop, Grad-CAM", "Average Drop, Grad-CAM++"],
 }
 
 
