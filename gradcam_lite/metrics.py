@@ -544,5 +544,11 @@ def occlusion_map(model: torch.nn.Module, x: Tensor, target: int | Sequence[int]
     ``strides=(C, stride, stride)``, batched.
     """
     drops = occlusion_drops(model, x, target, window=window, stride=stride, baseline=baseline, batch_size=batch_size)
-    masks = occlusion_windows(x.shape[2], x.shape[3], window, stride).to(device=x.device, dtype=x.dtype)
+    return occlusion_from_drops(drops, occlusion_windows(x.shape[2], x.shape[3], window, stride).to(x.device))
+
+
+def occlusion_from_drops(drops: Tensor, windows: Tensor) -> Tensor:
+    r"""The occlusion maps (B, H, W) of drops (B, P) over the windows (P, H, W, bool) they hid:
+    :math:`O_{ij} = \sum_p [ij \in p]\, d_p / \sum_p [ij \in p]`."""
+    masks = windows.to(drops.dtype)
     return torch.einsum("bp,phw->bhw", drops, masks) / masks.sum(dim=0)
