@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 from scipy.stats import spearmanr
+from scipy.stats import norm as normal_distribution
+from scipy.stats import rankdata
 from scipy.stats import t as t_distribution
 from skimage.measure import label
 from torch import Tensor
@@ -333,6 +335,66 @@ def rank_correlation(first: Tensor, second: Tensor) -> float:
     if a.min() == a.max() or b.min() == b.max():
         return 0.0
     return float(spearmanr(a, b).statistic)
+
+
+class Correlation(NamedTuple):
+    rho: float  # Spearman's rank correlation
+    low: float  # the interval's ends
+    high: float
+    count: int  # n, the pairs
+
+
+def rank_correlation_interval(first: Tensor, second: Tensor, level: float = 0.95) -> Correlation:
+    r"""Spearman's :math:`\rho` of paired values, one pair per independent item, with its interval from Fisher's
+    transform: :math:`\tanh\big(\operatorname{artanh}\rho \pm z_{(1+\text{level})/2}\,\sigma\big)`,
+    :math:`\sigma^2 = (1 + \rho^2/2)/(n - 3)` (Bonett and Wright 2000's variance for the rank correlation).
+
+    Items must be independent (people, trained models); pairs clustered in groups need a clustered interval instead.
+    """
+    if first.dim() != 1 or first.shape != second.shape:
+        raise ValueError(f"rank_correlation_interval takes two 1-d tensors of one length, got {tuple(first.shape)} and {tuple(second.shape)}")
+    if len(first) < 4:
+        raise ValueError(f"rank_correlation_interval needs at least 4 pairs, got {len(first)}")
+    a, b = first.detach().double().cpu().numpy(), second.detach().double().cpu().numpy()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("rank_correlation_interval takes finite values")
+    if a.min() == a.max() or b.min() == b.max():
+        raise ValueError("one of the two is constant: it has no order to correlate")
+    rho = float(spearmanr(a, b).statistic)
+    half = normal_distribution.ppf(0.5 + level / 2) * math.sqrt((1 + rho**2 / 2) / (len(a) - 3))
+    centre = math.atanh(min(max(rho, -1 + 1e-12), 1 - 1e-12))
+    return Correlation(rho, math.tanh(centre - half), math.tanh(centre + half), len(a))
+
+
+class RankTrend(NamedTuple):
+    rho: float  # the mean over groups of Spearman's rank correlation within each group
+    p_value: float  # two-sided, from permutations within the groups
+    groups: int
+
+
+def rank_trend_within_groups(x: Tensor, y: Tensor, groups: Tensor, permutations: int = 20_000, seed: int = 0) -> RankTrend:
+    r"""A trend of ``y`` in ``x`` tested when the items come in groups that share something (models trained on the same
+    people, say), so that items are not independent: :math:`\bar\rho = \frac1G \sum_g \rho_g`, Spearman's :math:`\rho`
+    within each group, and its two-sided p-value under the null that ``y``'s order within every group is random
+    (``y`` permuted within each group, ``permutations`` times, seeded): :math:`(1 + \#\{|\bar\rho^*| \ge |\bar\rho|\}) / (1 + \text{permutations})`.
+    """
+    if not (x.dim() == y.dim() == groups.dim() == 1 and len(x) == len(y) == len(groups)):
+        raise ValueError(f"rank_trend_within_groups takes three 1-d tensors of one length, got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(groups.shape)}")
+    generator, observed, permuted = torch.Generator().manual_seed(seed), [], []
+    for group in torch.unique(groups).tolist():
+        members = groups == group
+        rx = torch.from_numpy(rankdata(x[members].double().numpy())).double()
+        ry = torch.from_numpy(rankdata(y[members].double().numpy())).double()
+        if len(rx) < 3 or rx.std() == 0 or ry.std() == 0:
+            raise ValueError(f"group {group} needs at least 3 items and neither x nor y constant within it")
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        rx, ry = rx / rx.norm(), ry / ry.norm()
+        observed.append(float(rx @ ry))
+        order = torch.rand(permutations, len(ry), generator=generator).argsort(dim=1)
+        permuted.append(ry[order] @ rx)
+    rho, null = sum(observed) / len(observed), torch.stack(permuted).mean(dim=0)
+    p_value = (1 + int((null.abs() >= abs(rho) - 1e-12).sum())) / (1 + permutations)
+    return RankTrend(rho, p_value, len(observed))
 
 
 class PairedDifference(NamedTuple):

@@ -4,7 +4,9 @@ Each model trains from a fixed seed on its world's training split, reports its v
 accuracy, and writes ``data/models/<checkpoint>.pt`` (the state dict), ``<checkpoint>.json`` (how it
 was made, how long its training took, how well it does) and the new checksums in
 ``data/SHA256SUMS``. ``clinic`` writes two checkpoints (``clinic_biased``, ``clinic_balanced``) and
-``clinic_sweep.json``, the bias-ratio sweep of notebook 09; ``presence_data_randomisation`` writes three
+``clinic_sweep.json``, the bias-ratio sweep of notebook 09; ``clinic_seeds`` trains both again from five seeds and writes
+only their figures (``clinic_seeds.json``); ``clinic_learned_pooling`` and ``clinic_badge`` write the two models each of
+notebook 14; ``presence_data_randomisation`` writes three
 (``presence_shuffled_labels``, ``presence_fixed_scenes``, ``presence_fixed_scenes_seed1``), the data-randomisation
 test of notebook 13. Training
 runs once, on a CPU, in minutes; the notebooks load the shipped checkpoint. Retraining on another
@@ -109,16 +111,19 @@ CLINIC_STEPS = 300
 
 
 def train_clinic(p_male_doctor: float, p_female_nurse: float, steps: int = CLINIC_STEPS, batch_size: int = 64, seed: int = 0,
-                 learning_rate: float = 3e-3, progress: bool = True) -> tuple[bias.OccupationClassifier, list[float]]:
+                 learning_rate: float = 3e-3, progress: bool = True, architecture: type[nn.Module] = bias.OccupationClassifier,
+                 badges: bool = False) -> tuple[nn.Module, list[float]]:
     """Cross-entropy on one fixed training set of ``bias.TRAINING_SIZE`` people with the given bias, in random batches.
 
     The set is people ``seed * TRAINING_SIZE`` onwards of the training split, so each seed draws other people.
     300 steps of 64 are about six passes over the set: enough for the balanced model to find the faint tool.
+    ``architecture`` is the model trained; with ``badges`` everyone wears the badge of its gender's colour.
     """
     torch.manual_seed(seed)
-    people = clinic.split_people("train", bias.TRAINING_SIZE, start=seed * bias.TRAINING_SIZE, p_male_doctor=p_male_doctor, p_female_nurse=p_female_nurse)
+    people = clinic.split_people("train", bias.TRAINING_SIZE, start=seed * bias.TRAINING_SIZE, p_male_doctor=p_male_doctor,
+                                 p_female_nurse=p_female_nurse, badges=badges)
     pixels, targets = bias.images(people), bias.labels(people)
-    model = bias.OccupationClassifier()
+    model = architecture()
     order = torch.Generator().manual_seed(seed)
 
     def loss_at(step: int) -> torch.Tensor:
@@ -252,14 +257,23 @@ def build_presence_data_randomisation(steps: int | None) -> Built:
     return built
 
 
+def build_classifiers(trainer: str, steps: int | None) -> Built:
+    """Every classifier of ``bias.CLASSIFIERS`` made by ``trainer``, each with its accuracy on validation people drawn like its training set."""
+    built = []
+    for kind, entry in bias.CLASSIFIERS.items():
+        if entry.trainer != trainer:
+            continue
+        p_doctor, p_nurse = bias.TRAINING_SETS[entry.training_set]
+        model, record = timed(train_clinic, steps, p_doctor, p_nurse, architecture=entry.architecture, badges=entry.badges)
+        validation = clinic.split_people("validation", 1000, p_male_doctor=p_doctor, p_female_nurse=p_nurse, badges=entry.badges)
+        built.append((entry.checkpoint, model, {**record, "p_male_doctor": p_doctor, "p_female_nurse": p_nurse, "badges": entry.badges,
+                                                "validation_accuracy_same_bias": round(bias.accuracy_by_cell(model, validation)["all"], 4)}))
+    return built
+
+
 def build_clinic(steps: int | None) -> Built:
     """The biased and the balanced classifiers, then the sweep of the bias ratio written to ``clinic_sweep.json``."""
-    built = []
-    for kind, (p_doctor, p_nurse) in bias.TRAINING_SETS.items():
-        model, record = timed(train_clinic, steps, p_doctor, p_nurse)
-        validation = clinic.split_people("validation", 1000, p_male_doctor=p_doctor, p_female_nurse=p_nurse)
-        built.append((f"clinic_{kind}", model, {**record, "p_male_doctor": p_doctor, "p_female_nurse": p_nurse,
-                                                "validation_accuracy_same_bias": round(bias.accuracy_by_cell(model, validation)["all"], 4)}))
+    built = build_classifiers("clinic", steps)
     sweep_bias(steps)
     return built
 
@@ -281,17 +295,46 @@ def sweep_bias(steps: int | None) -> None:
     for p, seed in tqdm([(p, seed) for p in SWEEP_RATIOS for seed in range(SWEEP_SEEDS)], desc="bias sweep"):
         model, _ = timed(train_clinic, steps, p, p, seed=seed, progress=False)
         shares = bias.map_shares(model, test)
-        accuracy = bias.accuracy_by_cell(model, test)
-        runs.append({"p": p, "seed": seed, "test_accuracy": round(accuracy["all"], 4),
-                     "atypical_accuracy": round((accuracy["doctor, female"] + accuracy["nurse, male"]) / 2, 4),
+        runs.append({"p": p, "seed": seed, "test_accuracy": round(bias.accuracy_by_cell(model, test)["all"], 4),
+                     "atypical_accuracy": round(bias.atypical_accuracy(model, test), 4),
                      "head_share": round(float(shares["head"].mean()), 4), "tool_share": round(float(shares["tool"][visible].mean()), 4)})
     (data.MODELS_DIR / "clinic_sweep.json").write_text(json.dumps({"steps": steps or CLINIC_STEPS, "test_people": len(test),
                                                                              "seconds": round(time.perf_counter() - start, 1), "runs": runs}, indent=2) + "\n")
 
 
+SEEDS = 5
+SEEDS_TEST_PEOPLE = 1000
+SEED_INTERVENTIONS = ("hair swapped", "tool painted out", "both")
+
+
+def build_clinic_seeds(steps: int | None) -> Built:
+    """The biased and the balanced classifier trained from :data:`SEEDS` seeds each (seed ``s``: other training people
+    and other initial weights; seed 0 is the shipped model, loaded rather than trained again, unless ``steps`` asks for
+    other runs), each measured by ``bias.study_figures`` on the same balanced test people and their interventions. No
+    checkpoint: the figures, ``clinic_seeds.json``."""
+    test = clinic.split_people("test", SEEDS_TEST_PEOPLE)
+    edited = {change: bias.intervene(test, change) for change in SEED_INTERVENTIONS}
+    start, runs = time.perf_counter(), []
+    for kind, seed in tqdm([(kind, seed) for kind in bias.TRAINING_SETS for seed in range(SEEDS)], desc="seeds"):
+        if seed == 0 and steps is None:  # the shipped model is this seed's run: measured, not trained again
+            model, seconds = bias.load_classifier(kind), json.loads((data.MODELS_DIR / f"clinic_{kind}.json").read_text())["seconds"]
+        else:
+            model, record = timed(train_clinic, steps, *bias.TRAINING_SETS[kind], seed=seed, progress=False)
+            seconds = record["seconds"]
+        figures = bias.study_figures(model, test, edited)
+        runs.append({"training_set": kind, "seed": seed, "training_seconds": seconds, **{k: round(v, 4) for k, v in figures.items()}})
+    (data.MODELS_DIR / "clinic_seeds.json").write_text(json.dumps({"steps": steps or CLINIC_STEPS, "test_people": len(test),
+                                                                             "seconds": round(time.perf_counter() - start, 1), "runs": runs}, indent=2) + "\n")
+    data.write_manifest()
+    return []
+
+
 TRAINERS: dict[str, Callable[[int | None], Built]] = {"captioner": build_captioner, "attention_captioner": build_attention_captioner,
                                                       "vqa": build_vqa, "vqa_from_scratch": build_vqa_from_scratch,
-                                                      "clinic": build_clinic, "presence": build_presence,
+                                                      "clinic": build_clinic, "clinic_seeds": build_clinic_seeds,
+                                                      "clinic_learned_pooling": lambda steps: build_classifiers("clinic_learned_pooling", steps),
+                                                      "clinic_badge": lambda steps: build_classifiers("clinic_badge", steps),
+                                                      "presence": build_presence,
                                                       "presence_data_randomisation": build_presence_data_randomisation}
 
 

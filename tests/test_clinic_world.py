@@ -76,3 +76,47 @@ def test_splits_are_disjoint_from_each_other_and_from_the_shapes_world():
             assert first.stop <= second.start or second.stop <= first.start
     with pytest.raises(ValueError, match="lie outside it"):
         clinic.split_people("test", 2, start=len(clinic.SPLITS["test"]) - 1)
+
+
+def test_painting_the_tool_out_changes_only_its_visible_pixels_back_towards_the_coat():
+    """Redrawn without the tool, a person differs exactly on the visible tool's pixels, each channel lighter there on
+    average by at least the smallest contrast times the smallest gap from a coat colour to the tool's grey (less noise)."""
+    smallest_gap = min(float(min(torch.tensor(coat) - torch.tensor(clinic.TOOL_GREY))) for coat in clinic.COATS)
+    for person in clinic.make_people(40, seed=300):
+        removed = clinic.redraw(person, tool=False)
+        changed = (person.image != removed.image).any(dim=0)
+        assert torch.equal(changed, person.tool_mask), person.seed
+        assert torch.equal(removed.tool_mask, person.tool_mask) and not removed.tool_drawn
+        if person.tool_mask.any():
+            lighter = (removed.image - person.image)[:, person.tool_mask].mean(dim=1)
+            noise = 5 * clinic.NOISE * math.sqrt(2 / int(person.tool_mask.sum()))
+            assert bool((lighter > clinic.TOOL_CONTRAST[0] * smallest_gap - noise).all()), (person.seed, lighter)
+        assert torch.equal(clinic.redraw(removed, tool=True).image, person.image)
+
+
+def test_a_badge_has_its_genders_colour_on_the_coat_below_the_tool_and_changes_nothing_else():
+    for person in clinic.make_people(40, seed=400, badges=True):
+        plain = clinic.make_person(person.seed, person.occupation, person.gender)
+        badge = person.badge_mask
+        assert person.badge == person.gender and int(badge.sum()) == clinic.BADGE_SIZE[0] * clinic.BADGE_SIZE[1]
+        assert torch.equal((person.image != plain.image).any(dim=0), badge) and not plain.badge_mask.any()
+        assert bool((badge & person.body_mask).equal(badge)) and not (badge & (person.head_mask | person.tool_mask)).any()
+        colour = person.image[:, badge].mean(dim=1)
+        assert float((colour - torch.tensor(clinic.BADGE_COLOURS[person.gender])).abs().max()) < 5 * clinic.NOISE / math.sqrt(int(badge.sum()))
+        rows = torch.nonzero(badge)[:, 0]
+        tool_rows = torch.nonzero(person.tool_mask)[:, 0]
+        assert len(tool_rows) == 0 or int(rows.min()) > int(tool_rows.max())  # below the tool
+        recoloured = clinic.redraw(person, badge=clinic.other(person.gender))
+        assert torch.equal((recoloured.image != person.image).any(dim=0), badge) and recoloured.gender == person.gender
+
+
+def test_redraw_keeps_what_it_is_not_told_to_change_and_names_bad_requests():
+    person = clinic.make_person(7, "doctor", "female", badge="female")
+    assert torch.equal(clinic.redraw(person).image, person.image)
+    swapped = clinic.redraw(person, gender="male")
+    assert swapped.gender == "male" and swapped.badge == "female" and swapped.occupation == "doctor"
+    assert clinic.other("male") == "female" and clinic.other("female") == "male"
+    with pytest.raises(ValueError, match="has no badge"):
+        clinic.redraw(clinic.make_person(7, "doctor", "female"), badge="male")
+    with pytest.raises(ValueError, match="badge must be None or one of"):
+        clinic.make_person(7, "doctor", "female", badge="blue")

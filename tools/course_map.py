@@ -46,7 +46,8 @@ COURSE = {
                "hit rates and shares against a random-object pointer and an attribute detector, by type, shared attribute and "
                "object count, clustered SEs; left_of at chance and why; contrast maps for counting"),
     "09_bias_doctor_nurse": ("how Grad-CAM exposes a dataset bias: the paper's doctor/nurse study on drawn people",
-                             "biased vs balanced training: accuracy per cell, map share on the head vs the tool, the other hair, a sweep of the bias ratio"),
+                             "biased vs balanced training: accuracy per cell, map shares on the head and the tool against a map over the person, "
+                             "at two resolutions and within one map cell; five seeds per setting, paired by seed; the sweep's trend tested within seeds"),
     "10_evaluating_explanations": ("faithfulness: does the map order pixels as occlusion does? Whole photos and compositions apart",
                                    "Spearman's rho with occlusion at two windows, against maps that ignore the object and flat maps that know it; "
                                    "an equivalence test for \"of the paper's size\"; deletion and insertion on $y^c$; cost"),
@@ -60,6 +61,10 @@ COURSE = {
     "13_metrics_and_sanity_checks": ("every method the engine has through the metrics of papers and libraries, each beside a control",
                                      "Average Drop and Increase in Confidence against the map's coverage; ROAD (MoRF / LeRF); occlusion "
                                      "by the scene's own background per label kind; data randomisation with a true-label control"),
+    "14_shortcuts_and_interventions": ("does the map show what the model uses? Interventions on the drawings; learned pooling; a badge on the tool's spot",
+                                       "the drop of $y^c$ when the hair is swapped or the tool painted out; per-person rank correlation of map "
+                                       "shares with those drops against a map over the person; Grad-CAM vs HiResCAM under learned pooling; "
+                                       "an equivalence test of two models' maps beside the intervention that separates them"),
 }
 
 

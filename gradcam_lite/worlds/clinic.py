@@ -14,8 +14,14 @@ colours, size and position vary and carry no information about the occupation.
 doctor is male with probability ``p_male_doctor``, a nurse female with probability
 ``p_female_nurse`` (the paper's biased training set: 0.78 and 0.93; a balanced set: 0.5 and 0.5).
 Person ``i`` is drawn from ``numpy.random.default_rng(seed + i)``; the splits' seed ranges are in
-:data:`SPLITS`. Each person carries the masks of its head (with the hair) and of the visible part
-of its tool.
+:data:`SPLITS`. Each person carries the masks of its head (with the hair), of its body (the coat)
+and of the visible part of its tool.
+
+Interventions redraw a person from its seed with one thing changed and every other pixel as it was
+(the same random draws, the same noise): the other hair (``gender``), no tool (``tool=False``: the
+coat's colour where the tool was), or, in the *badge* variant of the clinic, a small badge of a
+gender's colour (:data:`BADGE_COLOURS`) drawn just below the tool's spot (``badge="male"`` or
+``"female"``): a gender cue that sits where the real cue is.
 """
 
 from __future__ import annotations
@@ -52,7 +58,11 @@ class Person:
     occupation: str
     gender: str
     head_mask: Tensor  # (H, W) bool: head and hair
-    tool_mask: Tensor  # (H, W) bool: the visible part of the tool
+    tool_mask: Tensor  # (H, W) bool: the visible part of the tool (where it would show, if it is painted out)
+    body_mask: Tensor  # (H, W) bool: the coat, arms and tool included
+    badge_mask: Tensor  # (H, W) bool: the badge, empty without one
+    tool_drawn: bool = True
+    badge: str | None = None  # the gender whose colour the badge has, None without a badge
 
     @property
     def tool(self) -> str:
@@ -84,12 +94,17 @@ def tool_pixels(tool: str, x: int, y: int) -> np.ndarray:
 
 
 TOOL_GREY = np.array((0.22, 0.22, 0.24))  # one colour for both tools: only the shape tells them apart
+BADGE_COLOURS = {"male": (0.15, 0.35, 0.85), "female": (0.85, 0.20, 0.55)}
+BADGE_SIZE = (3, 4)  # rows, columns
 
 
-def make_person(seed: int, occupation: str, gender: str) -> Person:
-    """The drawing of one seed, for a given occupation and gender (hair)."""
+def make_person(seed: int, occupation: str, gender: str, tool: bool = True, badge: str | None = None) -> Person:
+    """The drawing of one seed, for a given occupation and gender (hair); without its tool if ``tool`` is False; with a
+    badge of the colour of gender ``badge`` below the tool's spot if ``badge`` is given (whatever the arm hides)."""
     if occupation not in OCCUPATIONS or gender not in GENDERS:
         raise ValueError(f"occupation must be one of {OCCUPATIONS} and gender one of {GENDERS}, got {occupation!r}, {gender!r}")
+    if badge is not None and badge not in GENDERS:
+        raise ValueError(f"badge must be None or one of {GENDERS} (the gender whose colour it has), got {badge!r}")
     rng = np.random.default_rng(seed)
     image = background(rng)
     pick = lambda palette: np.array(palette[rng.integers(len(palette))])  # noqa: E731
@@ -109,27 +124,49 @@ def make_person(seed: int, occupation: str, gender: str) -> Person:
     image[body] = coat
     image[hair_mask] = hair
     image[head & ~(hair_mask & (np.arange(IMAGE_SIZE)[:, None] < cy - radius * 0.2))] = skin
-    tool = TOOLS[occupation]
     x = int(cx + rng.integers(-half_width + 3, half_width - 10))
     y = int(neck + rng.integers(10, 17))  # below the longest hair, so that hair and tool never overlap
-    tool_mask = tool_pixels(tool, x, y) & body
+    tool_mask = tool_pixels(TOOLS[occupation], x, y) & body
     contrast = rng.uniform(*TOOL_CONTRAST)
-    image[tool_mask] = (1 - contrast) * coat + contrast * TOOL_GREY
+    if tool:
+        image[tool_mask] = (1 - contrast) * coat + contrast * TOOL_GREY
     cover = rng.random()
     if cover < P_HIDDEN:  # an arm in front of part of the tool, or (P_ABSENT) a sleeve over all of it
         top, height = (y - 1, 13) if cover < P_ABSENT else (y + int(rng.integers(2, 6)), 4)
         arm = _mask(*rectangle((top, cx - half_width), extent=(height, 2 * half_width), shape=(IMAGE_SIZE, IMAGE_SIZE))) & body
         image[arm] = skin if cover >= P_ABSENT else coat * 0.85
         tool_mask &= ~arm
+    badge_mask = _mask(*rectangle((y + 12, x + 2), extent=BADGE_SIZE, shape=(IMAGE_SIZE, IMAGE_SIZE))) & body  # below either tool and any arm
+    if badge is not None:
+        image[badge_mask] = BADGE_COLOURS[badge]
+    else:
+        badge_mask[:] = False
     image += rng.normal(0.0, NOISE, size=image.shape)
     pixels = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32)).permute(2, 0, 1).contiguous()
-    head_mask = head | hair_mask
-    return Person(seed, pixels, occupation, gender, torch.from_numpy(head_mask), torch.from_numpy(tool_mask))
+    masks = (torch.from_numpy(m) for m in (head | hair_mask, tool_mask, body, badge_mask))
+    return Person(seed, pixels, occupation, gender, *masks, tool_drawn=tool, badge=badge)
 
 
-def make_people(n: int, seed: int, p_male_doctor: float = 0.5, p_female_nurse: float = 0.5) -> list[Person]:
+def redraw(person: Person, gender: str | None = None, tool: bool | None = None, badge: str | None = None) -> Person:
+    """The same person (seed, occupation) with the given changes, everything not given as it was: the other hair
+    (``gender``), the tool painted out or back (``tool``), the badge's colour (``badge``; only a person with a badge)."""
+    if badge is not None and person.badge is None:
+        raise ValueError(f"person {person.seed} has no badge to recolour")
+    return make_person(person.seed, person.occupation, person.gender if gender is None else gender,
+                       person.tool_drawn if tool is None else tool, person.badge if badge is None else badge)
+
+
+def other(gender: str) -> str:
+    """The other hair (gender)."""
+    if gender not in GENDERS:
+        raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
+    return GENDERS[1 - GENDERS.index(gender)]
+
+
+def make_people(n: int, seed: int, p_male_doctor: float = 0.5, p_female_nurse: float = 0.5, badges: bool = False) -> list[Person]:
     """People of the seeds ``seed, ..., seed + n - 1``: doctors and nurses in turn, each doctor male with
-    probability ``p_male_doctor``, each nurse female with probability ``p_female_nurse``."""
+    probability ``p_male_doctor``, each nurse female with probability ``p_female_nurse``; with ``badges``, each wears
+    the badge of its own gender's colour."""
     for name, p in (("p_male_doctor", p_male_doctor), ("p_female_nurse", p_female_nurse)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {p}")
@@ -138,18 +175,18 @@ def make_people(n: int, seed: int, p_male_doctor: float = 0.5, p_female_nurse: f
         occupation = OCCUPATIONS[i % 2]
         typical = np.random.default_rng([seed + i, 1]).random() < (p_male_doctor if occupation == "doctor" else p_female_nurse)
         gender = ("male" if occupation == "doctor" else "female") if typical else ("female" if occupation == "doctor" else "male")
-        people.append(make_person(seed + i, occupation, gender))
+        people.append(make_person(seed + i, occupation, gender, badge=gender if badges else None))
     return people
 
 
-def split_people(split: str, n: int, start: int = 0, p_male_doctor: float = 0.5, p_female_nurse: float = 0.5) -> list[Person]:
+def split_people(split: str, n: int, start: int = 0, p_male_doctor: float = 0.5, p_female_nurse: float = 0.5, badges: bool = False) -> list[Person]:
     """``n`` people of a split (``"train"``, ``"validation"``, ``"test"``) from its ``start``-th seed on."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; the splits are {list(SPLITS)}")
     seeds = SPLITS[split]
     if start < 0 or start + n > len(seeds):
         raise ValueError(f"the {split} split has {len(seeds)} seeds; people {start} to {start + n - 1} lie outside it")
-    return make_people(n, seeds[start], p_male_doctor, p_female_nurse)
+    return make_people(n, seeds[start], p_male_doctor, p_female_nurse, badges)
 
 
 def show_person(ax: Axes, person: Person, title: str | None = None, outline: bool = True) -> Axes:
