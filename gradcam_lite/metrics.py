@@ -466,7 +466,13 @@ def box_from_map(saliency: Tensor, threshold: float = 0.15) -> Box:
     peak = float(saliency.max())
     if peak <= 0:
         raise ValueError("the map has no positive value: there is no region to put a box around")
-    components = label((saliency >= threshold * peak).cpu().numpy(), connectivity=2)
+    return largest_component_box(saliency.cpu().numpy() >= threshold * peak)
+
+
+def largest_component_box(region: np.ndarray) -> Box:
+    """The bounding box (x0, y0, x1, y1), ends exclusive, of the largest 8-connected component of a boolean array (H, W)
+    that holds at least one True (the first largest, if several tie)."""
+    components = label(region, connectivity=2)
     largest = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
     rows, cols = np.nonzero(components == largest)
     return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
@@ -487,8 +493,11 @@ def box_hits(maps: Tensor, boxes: Sequence[Box], thresholds: Sequence[float], io
         raise ValueError(f"iou_threshold must lie in (0, 1], got {iou_threshold}")
     hits = torch.zeros(len(thresholds), len(maps), dtype=torch.bool)
     for n, (saliency, box) in enumerate(zip(maps, boxes)):
-        if float(saliency.max()) > 0:
-            hits[:, n] = torch.tensor([iou(box_from_map(saliency, float(threshold)), box) >= iou_threshold for threshold in thresholds])
+        peak = float(saliency.max())
+        if peak > 0:  # box_from_map's boxes at every threshold, the map read into numpy once and the IoUs in one call
+            values = saliency.cpu().numpy()
+            found = [largest_component_box(values >= float(threshold) * peak) for threshold in thresholds]
+            hits[:, n] = box_iou(torch.tensor(found, dtype=torch.float64), torch.tensor([box], dtype=torch.float64))[:, 0] >= iou_threshold
     return hits
 
 

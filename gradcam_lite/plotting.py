@@ -6,7 +6,9 @@ Colour carries a value, so every picture can carry a colour bar, and the default
 ``inferno``, is perceptually uniform: equal steps of the map look like equal steps of colour
 (``jet``, the paper's, is available with ``cmap="jet"`` but invents edges where its hue changes).
 A *signed* map (:math:`S^c`, before the ReLU) is drawn with a diverging colour map centred at 0,
-red for evidence for the class and blue for evidence against it, each side scaled to its own extreme.
+red for evidence for the class and blue for evidence against it, on one scale for both signs,
+:math:`[-m, m]` with :math:`m = \\max |S^c|`: a colour's depth then means the same amount on either side
+(scaling each side to its own extreme would make the weaker side look as strong as the stronger one).
 A gradient image (guided backpropagation, deconvnet) is shown as :math:`0.5 + g / (2 q)`, clipped
 to [0, 1], with :math:`q` the 99th percentile of :math:`|g|`: grey is zero, and the scale is set by the
 bulk of the values rather than by a few extreme pixels.
@@ -23,7 +25,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colorbar import Colorbar
-from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
@@ -81,19 +83,19 @@ def show_overlay(
 
 
 def show_signed(ax: Axes, image: ImageLike, signed: Tensor, title: str = "", alpha: float = 0.6, label: str = "signed map $S^c$") -> Axes:
-    """A signed map (H', W') over ``image``: diverging colours centred at 0, each side scaled to its extreme, with a colour bar."""
+    """A signed map (H', W') over ``image``: diverging colours centred at 0 on one scale ``[-m, m]``, ``m`` the largest
+    absolute value, with a colour bar."""
     if signed.dim() != 2:
         raise ValueError(f"show_signed takes one (H, W) map, got shape {tuple(signed.shape)}")
     photo = image_array(image)
     resized = upsample(signed.detach().float().cpu(), photo.shape[:2]).numpy()
-    low, high = min(float(resized.min()), -1e-12), max(float(resized.max()), 1e-12)
-    norm = TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=high)
+    extreme = max(float(np.abs(resized).max()), 1e-12)
+    norm = Normalize(vmin=-extreme, vmax=extreme)
     ax.imshow(photo.mean(axis=2), cmap="gray", vmin=0, vmax=1)
     ax.imshow(resized, cmap=SIGNED_CMAP, norm=norm, alpha=alpha)
     ax.set_title(title, fontsize=10)
     ax.axis("off")
     colorbar = add_colorbar(ax, SIGNED_CMAP, label, norm)
-    colorbar.set_ticks([low, low / 2, 0.0, high / 2, high])  # the default locator leaves the shorter side bare
     colorbar.ax.yaxis.set_major_formatter("{x:.2g}")
     return ax
 

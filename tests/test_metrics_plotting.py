@@ -58,15 +58,15 @@ def test_plot_maps_grid():
         plot_maps([image, image], torch.rand(5, 4, 4))
 
 
-def test_signed_map_is_centred_at_zero_with_each_side_to_its_extreme():
+def test_signed_map_is_centred_at_zero_on_one_scale_for_both_signs():
     import matplotlib.pyplot as plt
 
     signed = torch.tensor([[-1.0, 0.0], [2.0, 4.0]])
     fig, ax = plt.subplots()
     show_signed(ax, np.zeros((2, 2, 3)), signed)
-    norm = ax.images[1].norm
-    assert (norm.vmin, norm.vcenter, norm.vmax) == (-1.0, 0.0, 4.0)
-    assert float(norm(0.0)) == 0.5 and float(norm(-1.0)) == 0.0 and float(norm(4.0)) == 1.0
+    norm = ax.images[1].norm  # one scale for both signs: -1 is a quarter as deep a blue as 4 is a red
+    assert (norm.vmin, norm.vmax) == (-4.0, 4.0)
+    assert float(norm(0.0)) == 0.5 and float(norm(-1.0)) == 0.375 and float(norm(4.0)) == 1.0
     plt.close(fig)
     with pytest.raises(ValueError, match="one \\(H, W\\) map"):
         show_signed(ax, np.zeros((2, 2, 3)), signed[None])
